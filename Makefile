@@ -1,0 +1,51 @@
+# Two commands on a fresh machine:
+#   make book   build the HTML book (executes the notebooks, cached)
+#   make test   run every test: unit tests, every notebook under nbval,
+#               and a warning-free book build (execution off: nbval just ran
+#               every notebook)
+# Each one creates .venv from requirements.txt first if needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JB_FLAGS := -W -n --keep-going
+
+# The one place where the environment of every kernel is set: quiet
+# TensorFlow start-up logs, deterministic oneDNN-free CPU kernels, no GUI.
+export TF_CPP_MIN_LOG_LEVEL := 3
+export TF_ENABLE_ONEDNN_OPTS := 0
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: book test check-book venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip check
+	touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
+	@echo "Book: _build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(MAKE) check-book
+
+# Build the book without executing notebooks into its own folder, failing on
+# any warning (broken toc entry, reference, citation or page).
+check-book: $(STAMP)
+	mkdir -p _build/check
+	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/check/_config.yml
+	$(BIN)/jupyter-book build . $(JB_FLAGS) --config _build/check/_config.yml \
+		--path-output _build/check
+	@echo "Book check passed (no warnings)."
+
+clean:
+	rm -rf _build .jupyter_cache

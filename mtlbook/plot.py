@@ -1,0 +1,102 @@
+"""Figures for the book. Every function returns a `matplotlib.figure.Figure`.
+
+This is the only mtlbook module that imports matplotlib.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _history_dict(history):
+    """Accepts a Keras `History` or its `.history` dict."""
+    logs = getattr(history, "history", history)
+    if not isinstance(logs, dict) or not logs:
+        raise TypeError(
+            "`history` must be a keras.callbacks.History or a non-empty dict "
+            f"of per-epoch lists. Received: history={type(history).__name__}"
+        )
+    return logs
+
+
+def plot_history(history, tasks, metric="loss", title=None):
+    """Plots a metric per task, training and validation, one panel per task.
+
+    Keras names per-output logs `"<task>_<metric>"` (training) and
+    `"val_<task>_<metric>"` (validation); a task without such a key raises.
+
+    Args:
+        history: `keras.callbacks.History` returned by `fit`, or its
+            `history` dict.
+        tasks: sequence of task (output) names.
+        metric: str. Metric suffix, e.g. `"loss"` or `"accuracy"`.
+        title: optional figure title.
+
+    Returns:
+        A matplotlib Figure.
+
+    Example:
+
+    ```python
+    history = model.fit(..., validation_data=...)
+    plot_history(history, ["digit", "parity"], metric="accuracy")
+    ```
+    """
+    logs = _history_dict(history)
+    if isinstance(tasks, str) or not tasks:
+        raise ValueError(
+            f"`tasks` must be a non-empty sequence of names. Received: tasks={tasks!r}"
+        )
+    figure, axes = plt.subplots(
+        1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False
+    )
+    for axis, task in zip(axes[0], tasks):
+        key = f"{task}_{metric}"
+        if key not in logs:
+            raise ValueError(
+                f"`tasks` must name outputs logged with `{metric}`. "
+                f"Received: task={task!r}; logged keys: {sorted(logs)}"
+            )
+        epochs = np.arange(1, len(logs[key]) + 1)
+        axis.plot(epochs, logs[key], label="train")
+        if f"val_{key}" in logs:
+            axis.plot(epochs, logs[f"val_{key}"], label="validation")
+        axis.set(title=task, xlabel="epoch", ylabel=metric)
+        axis.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def image_grid(images, labels=None, columns=8, cmap="gray"):
+    """Shows images in a grid, optionally titled with their labels.
+
+    Args:
+        images: array `(n, h, w)` or `(n, h, w, c)` with c in {1, 3}.
+        labels: optional sequence of n titles.
+        columns: int. Images per row.
+        cmap: colour map for grey images.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise ValueError(
+            "`images` must be a non-empty array (n, h, w[, c]). "
+            f"Received: images.shape={images.shape}"
+        )
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False
+    )
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(images):
+            axis.imshow(images[index], cmap=cmap if images.ndim == 3 else None)
+            if labels is not None:
+                axis.set_title(str(labels[index]), fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,131 @@
+"""Repository checks: notebooks, table of contents and configuration."""
+
+import json
+import pathlib
+import re
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+REPOSITORY = CONFIG["repository"]["url"].rstrip("/")
+NOTEBOOKS = sorted(
+    p for p in (ROOT / "book").rglob("*.ipynb")
+    if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts
+)
+
+
+def toc_files():
+    files = [TOC["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+
+    for part in TOC.get("parts", []):
+        walk(part["chapters"])
+    walk(TOC.get("chapters", []))
+    return files
+
+
+def cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell):
+    return "".join(cell["source"])
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files():
+        matches = [ROOT / f"{entry}{s}" for s in ("", ".md", ".ipynb")]
+        assert any(p.is_file() for p in matches), f"{entry} in _toc.yml is missing"
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = set(toc_files())
+    for path in NOTEBOOKS:
+        stem = path.relative_to(ROOT).with_suffix("").as_posix()
+        assert stem in listed, f"{stem} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_no_outputs(path):
+    for cell in cells(path):
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"], f"{path.name} is stored with outputs"
+            assert cell["execution_count"] is None, path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_colab_badge_and_install_point_to_itself(path):
+    relative = path.relative_to(ROOT).as_posix()
+    owner_repo = REPOSITORY.removeprefix("https://github.com/")
+    first = source(cells(path)[0])
+    assert first.startswith("# "), f"{path.name}: first cell must open with the title"
+    badge = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", first)
+    assert badge == [
+        f"https://colab.research.google.com/github/{owner_repo}/blob/main/{relative}"
+    ], f"{path.name}: Colab badge must link to this very file"
+    install = source(cells(path)[1])
+    assert f'"mtlbook @ git+{REPOSITORY}"' in install, path.name
+    assert '"google.colab" in sys.modules' in install, path.name
+    assert "hide-output" in cells(path)[1]["metadata"].get("tags", []), path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_states_its_claims(path):
+    asserts = [
+        c for c in cells(path)
+        if c["cell_type"] == "code" and re.search(r"^\s*assert\b", source(c), re.M)
+    ]
+    assert asserts, f"{path.name} has no assert cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_skeleton_sections(path):
+    headings = [
+        line.strip() for c in cells(path) if c["cell_type"] == "markdown"
+        for line in source(c).splitlines() if line.startswith("## ")
+    ]
+    for required in ("## Summary", "## Exercises", "## References"):
+        assert required in headings, f"{path.name} lacks {required}"
+    for c in cells(path):
+        tags = c["metadata"].get("tags", [])
+        assert "raises-exception" not in tags and "nbval-skip" not in tags, path.name
+
+
+def test_notebooks_use_the_python3_kernel():
+    for path in NOTEBOOKS:
+        spec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert spec["name"] == "python3", path.name
+
+
+def test_requirements_are_pinned():
+    lines = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+    ]
+    packages = [line for line in lines if line and not line.startswith("-e")]
+    assert packages and all("==" in line for line in packages), packages
+
+
+def test_package_does_not_force_a_tensorflow_distribution():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("tensorflow") for d in project["dependencies"])
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make book" in readme
