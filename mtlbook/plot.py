@@ -54,7 +54,8 @@ def plot_history(history, tasks, metric="loss", title=None):
         if key not in logs:
             raise ValueError(
                 f"`tasks` must name outputs logged with `{metric}`. "
-                f"Received: task={task!r}; logged keys: {sorted(logs)}"
+                f"Received: task={task!r}, but {key!r} is not among the "
+                f"logged keys {sorted(logs)}"
             )
         epochs = np.arange(1, len(logs[key]) + 1)
         axis.plot(epochs, logs[key], label="train")

@@ -38,7 +38,8 @@ class MultitaskGraph(NamedTuple):
     init_op: tf.Operation
 
 
-def _check_tasks(tasks):
+def _task_dict(tasks):
+    tasks = DEFAULT_TASKS if tasks is None else tasks
     if not isinstance(tasks, dict) or not tasks:
         raise TypeError(
             "`tasks` must be a non-empty dict {name: (classes, hidden_units)}. "
@@ -50,6 +51,7 @@ def _check_tasks(tasks):
                 "`tasks` values must be (classes, hidden_units) positive ints. "
                 f"Received: tasks[{name!r}]={spec!r}"
             )
+    return dict(tasks)
 
 
 def _dense(x, units, name, seed):
@@ -105,8 +107,7 @@ def multitask_cnn_graph(
         session.run(net.train_op, feed)
     ```
     """
-    tasks = dict(DEFAULT_TASKS if tasks is None else tasks)
-    _check_tasks(tasks)
+    tasks = _task_dict(tasks)
     optimizers = {
         "adam": v1.train.AdamOptimizer,
         "sgd": v1.train.GradientDescentOptimizer,
@@ -157,8 +158,7 @@ def keras_multitask_cnn(image_size=28, tasks=None):
         An uncompiled `keras.Model` from `(batch, image_size**2)` pixels to
         `{task: logits}`.
     """
-    tasks = dict(DEFAULT_TASKS if tasks is None else tasks)
-    _check_tasks(tasks)
+    tasks = _task_dict(tasks)
     layers = keras.layers
     pixels = keras.Input((image_size * image_size,), name="pixels")
     x = layers.Reshape((image_size, image_size, 1))(pixels)
