@@ -1,0 +1,134 @@
+"""Gradient reversal: identity forward, gradient times -lambda backward."""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class GradientReversal(keras.layers.Layer):
+    """Passes its input through and multiplies the gradient by `-lambda`.
+
+    Forward it returns `x`; backward it returns `-lambda * upstream_grad`.
+    Put it between a feature extractor and a domain classifier: the
+    classifier learns to tell domains apart while the features learn to
+    make them indistinguishable (domain-adversarial training, DANN).
+
+    It is built from `stop_gradient`, so it works on every Keras backend:
+    `y = s + (-lambda) * (x - s)` with `s = stop_gradient(x)`. Forward,
+    `x - s` is exactly zero, so `y == x` bit for bit; backward only the
+    `x` term carries a gradient, `-lambda`.
+
+    `lambda` is a non-trainable weight, so it can change during training
+    (see `DANNSchedule`) and is saved with the model.
+
+    Args:
+        lambda_: float >= 0. Initial gradient scale.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a tensor of any shape.
+
+    Returns:
+        `inputs`, unchanged.
+
+    Example:
+
+    ```python
+    features = encoder(images)
+    domain = keras.layers.Dense(1)(GradientReversal(1.0)(features))
+    ```
+
+    Reference:
+        Ganin et al., 2016, "Domain-Adversarial Training of Neural Networks".
+    """
+
+    def __init__(self, lambda_=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(lambda_, (int, float)) or lambda_ < 0:
+            raise ValueError(
+                f"`lambda_` must be a float >= 0. Received: lambda_={lambda_!r}"
+            )
+        self.initial_lambda = float(lambda_)
+        self.lambda_ = self.add_weight(
+            name="lambda",
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_lambda),
+            trainable=False,
+        )
+
+    def call(self, inputs):
+        frozen = ops.stop_gradient(inputs)
+        scale = ops.cast(self.lambda_, inputs.dtype)
+        return frozen + (-scale) * (inputs - frozen)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"lambda_": self.initial_lambda})
+        return config
+
+
+def dann_lambda(progress, gamma=10.0, maximum=1.0):
+    """The DANN schedule `maximum * (2 / (1 + exp(-gamma * p)) - 1)`.
+
+    Args:
+        progress: float in [0, 1]. Fraction of training done.
+        gamma: float > 0. Steepness (10 in the paper).
+        maximum: float >= 0. Value approached at the end of training.
+
+    Returns:
+        float, 0 at `progress=0`, rising towards `maximum`.
+    """
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(
+            f"`progress` must be in [0, 1]. Received: progress={progress!r}"
+        )
+    return maximum * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
+
+
+class DANNSchedule(keras.callbacks.Callback):
+    """Sets a `GradientReversal` layer's lambda before every training batch.
+
+    `lambda = maximum * (2 / (1 + exp(-gamma * p)) - 1)` with `p` the
+    fraction of the `total_steps` done, as in Ganin et al. (2016).
+
+    Args:
+        layer: the `GradientReversal` layer to drive.
+        total_steps: int. Number of training batches in the whole run.
+        gamma: float. Steepness (10 in the paper).
+        maximum: float. Final lambda.
+
+    Example:
+
+    ```python
+    schedule = DANNSchedule(model.get_layer("reversal"), epochs * steps)
+    model.fit(..., callbacks=[schedule])
+    ```
+    """
+
+    def __init__(self, layer, total_steps, gamma=10.0, maximum=1.0):
+        super().__init__()
+        if not isinstance(layer, GradientReversal):
+            raise TypeError(
+                "`layer` must be a GradientReversal layer. "
+                f"Received: layer={type(layer).__name__}"
+            )
+        if not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(
+                f"`total_steps` must be a positive int. Received: total_steps={total_steps!r}"
+            )
+        self.layer, self.total_steps = layer, total_steps
+        self.gamma, self.maximum = gamma, maximum
+        self.step = 0
+        self.values = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        progress = min(self.step / self.total_steps, 1.0)
+        value = dann_lambda(progress, self.gamma, self.maximum)
+        self.layer.lambda_.assign(value)
+        self.values.append(value)
+        self.step += 1

@@ -1,0 +1,99 @@
+"""Tests of mtlbook.layers.gradient_reversal."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlbook.layers.gradient_reversal import (
+    DANNSchedule,
+    GradientReversal,
+    dann_lambda,
+)
+
+
+def test_forward_is_identity_and_gradient_is_reversed():
+    layer = GradientReversal(0.7)
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 3)), "float32")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(3.0 * y)
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), -0.7 * 3.0)
+
+
+def test_lambda_is_a_non_trainable_weight_that_can_change():
+    layer = GradientReversal(1.0)
+    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 1
+    layer.lambda_.assign(0.25)
+    x = tf.ones((2, 2))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x))
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), -0.25)
+
+
+def test_bad_lambda_raises():
+    with pytest.raises(ValueError, match="lambda_"):
+        GradientReversal(-1.0)
+    with pytest.raises(ValueError, match="lambda_"):
+        GradientReversal("big")
+
+
+def test_config_round_trip_and_save_load(tmp_path):
+    layer = GradientReversal(0.3, name="reversal")
+    clone = GradientReversal.from_config(layer.get_config())
+    assert clone.initial_lambda == 0.3 and clone.name == "reversal"
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(GradientReversal(0.5)(inputs)))
+    model.get_layer(index=1).lambda_.assign(0.9)
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.ones((2, 3), "float32")
+    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert float(restored.get_layer(index=1).lambda_.numpy()) == pytest.approx(0.9)
+
+
+def test_fit_pushes_features_against_the_head():
+    # With lambda = 1 the layer below the reversal moves opposite to the
+    # direction that would reduce the loss: the loss must rise.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4, name="encoder")(inputs)
+    output = keras.layers.Dense(1, trainable=False)(GradientReversal(1.0)(hidden))
+    model = keras.Model(inputs, output)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = np.zeros((64, 1), "float32")
+    before = model.evaluate(x, y, verbose=0)
+    kernel = model.get_layer("encoder").get_weights()[0].copy()
+    model.fit(x, y, epochs=3, verbose=0)
+    assert not np.allclose(kernel, model.get_layer("encoder").get_weights()[0])
+    assert model.evaluate(x, y, verbose=0) > before
+
+
+def test_dann_lambda_values():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert dann_lambda(1.0, maximum=0.5) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+    with pytest.raises(ValueError, match="progress"):
+        dann_lambda(1.5)
+
+
+def test_schedule_callback_sets_lambda_during_fit():
+    inputs = keras.Input((2,))
+    reversal = GradientReversal(0.0)
+    model = keras.Model(inputs, keras.layers.Dense(1)(reversal(inputs)))
+    model.compile(optimizer="sgd", loss="mse")
+    schedule = DANNSchedule(reversal, total_steps=4)
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, epochs=1, verbose=0,
+              callbacks=[schedule])
+    assert schedule.values == pytest.approx([dann_lambda(p / 4) for p in range(4)])
+    assert float(reversal.lambda_.numpy()) == pytest.approx(schedule.values[-1])
+    with pytest.raises(TypeError, match="layer"):
+        DANNSchedule(keras.layers.Dense(1), total_steps=4)
+    with pytest.raises(ValueError, match="total_steps"):
+        DANNSchedule(reversal, total_steps=0)
