@@ -147,7 +147,8 @@ def keras_multitask_cnn(image_size=28, tasks=None):
     """The Keras 3 functional twin of `multitask_cnn_graph`.
 
     Same layers, same layer names (`conv1`, `conv2`, `<task>_hidden`,
-    `<task>`), one named output of logits per task.
+    `<task>`), one named output of logits per task. The flattened trunk
+    output is the layer `features`.
 
     Args:
         image_size: int. Side of the square grey input images.
@@ -165,7 +166,7 @@ def keras_multitask_cnn(image_size=28, tasks=None):
     for name, filters in (("conv1", 32), ("conv2", 64)):
         x = layers.Conv2D(filters, 5, padding="same", activation="relu", name=name)(x)
         x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
+    x = layers.Flatten(name="features")(x)
     outputs = {}
     for name, (classes, hidden) in tasks.items():
         h = layers.Dense(hidden, activation="relu", name=f"{name}_hidden")(x)
