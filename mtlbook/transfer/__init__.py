@@ -1,0 +1,53 @@
+"""Transfer learning and fine-tuning utilities.
+
+- `backbone`, `preprocessing_layer`, `BACKBONES`: Keras Applications
+  networks with ImageNet weights, a local weights file, or none.
+- `pretrained_digits_cnn`, `small_cnn`, `transfer_digits`,
+  `scatter_on_canvas`: an offline pretrained source network (digits 0-4),
+  cached, and the source/target data.
+- `freeze`, `unfreeze`, `trainable_summary`: freezing that keeps
+  BatchNormalization in inference mode.
+- `DiscriminativeAdam`, `DiscriminativeAdamW`, `DiscriminativeSGD`,
+  `LearningRateMultipliers`, `discriminative_multipliers`: learning-rate
+  groups that work with `compile` / `fit`.
+- `SlantedTriangular`: the slanted triangular learning-rate schedule.
+- `GradualUnfreezing`: a callback unfreezing one group per epoch.
+"""
+
+from mtlbook.transfer.backbones import BACKBONES, backbone, preprocessing_layer
+from mtlbook.transfer.freezing import (
+    freeze,
+    is_batchnorm,
+    trainable_summary,
+    unfreeze,
+)
+from mtlbook.transfer.learning_rates import (
+    DiscriminativeAdam,
+    DiscriminativeAdamW,
+    DiscriminativeSGD,
+    LearningRateMultipliers,
+    SlantedTriangular,
+    discriminative_multipliers,
+    multiplier_for,
+)
+from mtlbook.transfer.pretrained import (
+    SOURCE_DIGITS,
+    TARGET_DIGITS,
+    cache_directory,
+    compile_classifier,
+    pretrained_digits_cnn,
+    scatter_on_canvas,
+    small_cnn,
+    transfer_digits,
+)
+from mtlbook.transfer.unfreezing import GradualUnfreezing
+
+__all__ = [
+    "BACKBONES", "DiscriminativeAdam", "DiscriminativeAdamW",
+    "DiscriminativeSGD", "GradualUnfreezing", "LearningRateMultipliers",
+    "SOURCE_DIGITS", "SlantedTriangular", "TARGET_DIGITS", "backbone",
+    "cache_directory", "compile_classifier", "discriminative_multipliers",
+    "freeze", "is_batchnorm", "multiplier_for", "pretrained_digits_cnn",
+    "preprocessing_layer", "scatter_on_canvas", "small_cnn",
+    "trainable_summary", "transfer_digits", "unfreeze",
+]

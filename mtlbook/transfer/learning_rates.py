@@ -1,0 +1,292 @@
+"""Discriminative learning rates (learning-rate groups) and the slanted
+triangular schedule, usable with ordinary `compile` / `fit`.
+
+Learning-rate groups: the optimizer multiplies the learning rate of each
+variable by its group's factor before the update step, so lower layers of a
+pretrained network move more slowly than the new head. The choice of one
+optimizer with per-variable multipliers (rather than one optimizer per
+group) keeps a single step counter, one schedule, one set of slots and an
+ordinary `model.compile(optimizer=...)`; the multipliers are part of the
+optimizer's config, so a compiled model survives `.keras` save/load.
+
+`LearningRateMultipliers` is a mixin: `DiscriminativeAdam`,
+`DiscriminativeAdamW` and `DiscriminativeSGD` combine it with Keras's
+optimizers; any other optimizer works the same way::
+
+    @keras.saving.register_keras_serializable(package="my_project")
+    class DiscriminativeRMSprop(LearningRateMultipliers,
+                                keras.optimizers.RMSprop):
+        pass
+
+AdamW's decoupled weight decay uses the base learning rate for every group.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+def _check_multipliers(multipliers):
+    if multipliers is None:
+        return {}
+    if not isinstance(multipliers, dict) or not all(
+        isinstance(key, str) for key in multipliers
+    ):
+        raise TypeError(
+            "`multipliers` must be a dict {variable path or prefix: factor}. "
+            f"Received: multipliers={multipliers!r}"
+        )
+    checked = {}
+    for key, value in multipliers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            not math.isfinite(value) or value < 0
+        ):
+            raise ValueError(
+                "`multipliers` values must be finite floats >= 0. "
+                f"Received: multipliers[{key!r}]={value!r}"
+            )
+        checked[key] = float(value)
+    return checked
+
+
+def multiplier_for(path, multipliers):
+    """The factor of the longest key that is `path` or a prefix of it.
+
+    A key matches a variable path when it equals the path or is a leading
+    part of it ending at a `/` (`"block1_conv"` matches
+    `"block1_conv/kernel"`). Unmatched variables get 1.0.
+
+    Args:
+        path: str. A variable's `path`.
+        multipliers: dict `{path or prefix: factor}`.
+
+    Returns:
+        float. The factor.
+    """
+    best, factor = -1, 1.0
+    for key, value in multipliers.items():
+        prefix = key.rstrip("/")
+        if (path == prefix or path.startswith(prefix + "/")) and len(
+            prefix
+        ) > best:
+            best, factor = len(prefix), value
+    return factor
+
+
+def discriminative_multipliers(groups, decay=2.6):
+    """Multipliers that divide the rate by `decay` for each lower group.
+
+    With `G` groups ordered from the bottom (input side) to the top, the
+    variables of group `g` (0-based) get the factor `decay ** -(G - 1 - g)`:
+    the top group trains at the base rate, the one below at
+    `rate / decay`, and so on, as in ULMFiT (decay 2.6).
+
+    Args:
+        groups: list of groups, bottom to top; each group is a layer or a
+            list of layers.
+        decay: float > 0. Ratio between the rates of neighbouring groups.
+
+    Returns:
+        dict `{variable path: factor}` for `LearningRateMultipliers`.
+
+    Example:
+
+    ```python
+    groups = [model.get_layer(n) for n in ("block1_conv", "block2_conv",
+                                            "block3_conv", "classifier")]
+    optimizer = DiscriminativeAdam(
+        1e-3, multipliers=discriminative_multipliers(groups))
+    ```
+
+    Reference:
+        Howard and Ruder, 2018, "Universal Language Model Fine-tuning for
+        Text Classification".
+    """
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or (
+        not decay > 0
+    ):
+        raise ValueError(
+            f"`decay` must be a float > 0. Received: decay={decay!r}"
+        )
+    if not isinstance(groups, (list, tuple)) or not groups:
+        raise ValueError(
+            "`groups` must be a non-empty list of layers or lists of layers. "
+            f"Received: groups={groups!r}"
+        )
+    multipliers = {}
+    for index, group in enumerate(groups):
+        layers = group if isinstance(group, (list, tuple)) else [group]
+        factor = float(decay) ** -(len(groups) - 1 - index)
+        for layer in layers:
+            if not isinstance(layer, keras.layers.Layer):
+                raise TypeError(
+                    "`groups` must contain Keras layers. "
+                    f"Received: {type(layer).__name__} in group {index}"
+                )
+            for variable in layer.weights:
+                multipliers[variable.path] = factor
+    return multipliers
+
+
+class LearningRateMultipliers:
+    """Mixin giving a Keras optimizer one learning-rate factor per variable.
+
+    The update of a variable is the base optimizer's update computed with
+    `learning_rate * multiplier_for(variable.path, multipliers)`. For SGD
+    and Adam this scales the step of that variable by the factor exactly.
+
+    Args:
+        multipliers: dict `{variable path or path prefix: factor >= 0}`;
+            see `multiplier_for`. Unlisted variables use factor 1.
+        *args, **kwargs: the base optimizer's arguments.
+    """
+
+    def __init__(self, *args, multipliers=None, **kwargs):
+        checked = _check_multipliers(multipliers)
+        super().__init__(*args, **kwargs)
+        self.multipliers = checked
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._factors = [
+            multiplier_for(variable.path, self.multipliers)
+            for variable in variables
+        ]
+
+    def variable_multiplier(self, variable):
+        """The factor applied to `variable` (built optimizers only)."""
+        return self._factors[self._get_variable_index(variable)]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self.variable_multiplier(variable)
+        if factor != 1.0:
+            learning_rate = ops.multiply(learning_rate, factor)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["multipliers"] = dict(self.multipliers)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class DiscriminativeAdam(LearningRateMultipliers, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` with learning-rate groups.
+
+    Args:
+        learning_rate: float or schedule. The base rate (factor 1).
+        multipliers: dict `{variable path or prefix: factor}`.
+        **kwargs: other `keras.optimizers.Adam` arguments.
+
+    Example:
+
+    ```python
+    model.compile(DiscriminativeAdam(1e-3, multipliers={"block1_conv": 0.1}),
+                  loss=...)
+    ```
+    """
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class DiscriminativeAdamW(LearningRateMultipliers, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` with learning-rate groups (see
+    `DiscriminativeAdam`); weight decay uses the base rate."""
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class DiscriminativeSGD(LearningRateMultipliers, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` with learning-rate groups (see
+    `DiscriminativeAdam`)."""
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
+    """Slanted triangular learning rate: a short linear warm-up, then a long
+    linear decay.
+
+    With `T = total_steps`, `cut = floor(T * cut_fraction)` and step `t`:
+
+    - `p = t / cut` for `t < cut`,
+    - `p = 1 - (t - cut) / (T - cut)` for `cut <= t < T`, and `p = 0` after;
+    - `rate = max_learning_rate * (1 + p * (ratio - 1)) / ratio`.
+
+    The rate rises from `max_learning_rate / ratio` to `max_learning_rate`
+    at step `cut` and falls back to `max_learning_rate / ratio` at `T`.
+    (ULMFiT writes the decay as `1 - (t - cut) / (cut * (1 / cut_frac - 1))`,
+    the same as `T - cut` when `T * cut_frac` is whole.)
+
+    Args:
+        max_learning_rate: float > 0. Peak rate.
+        total_steps: int >= 2. Number of training steps `T`.
+        cut_fraction: float in (0, 1). Share of the steps spent warming up.
+        ratio: float >= 1. How much smaller the lowest rate is.
+
+    Example:
+
+    ```python
+    schedule = SlantedTriangular(1e-3, total_steps=epochs * steps_per_epoch)
+    model.compile(keras.optimizers.Adam(schedule), loss=...)
+    ```
+
+    Reference:
+        Howard and Ruder, 2018, "Universal Language Model Fine-tuning for
+        Text Classification".
+    """
+
+    def __init__(
+        self, max_learning_rate, total_steps, cut_fraction=0.1, ratio=32.0
+    ):
+        if isinstance(max_learning_rate, bool) or not isinstance(
+            max_learning_rate, (int, float)
+        ) or not max_learning_rate > 0:
+            raise ValueError(
+                "`max_learning_rate` must be a float > 0. "
+                f"Received: max_learning_rate={max_learning_rate!r}"
+            )
+        if isinstance(total_steps, bool) or not isinstance(
+            total_steps, int
+        ) or total_steps < 2:
+            raise ValueError(
+                "`total_steps` must be an int >= 2. "
+                f"Received: total_steps={total_steps!r}"
+            )
+        if not isinstance(cut_fraction, (int, float)) or not (
+            0.0 < cut_fraction < 1.0
+        ):
+            raise ValueError(
+                "`cut_fraction` must be in (0, 1). "
+                f"Received: cut_fraction={cut_fraction!r}"
+            )
+        if not isinstance(ratio, (int, float)) or not ratio >= 1.0:
+            raise ValueError(
+                f"`ratio` must be a float >= 1. Received: ratio={ratio!r}"
+            )
+        self.max_learning_rate = float(max_learning_rate)
+        self.total_steps = int(total_steps)
+        self.cut_fraction = float(cut_fraction)
+        self.ratio = float(ratio)
+        self.cut = min(
+            max(1, math.floor(self.total_steps * self.cut_fraction)),
+            self.total_steps - 1,
+        )
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        cut = float(self.cut)
+        rising = step / cut
+        falling = 1.0 - (step - cut) / float(self.total_steps - self.cut)
+        p = ops.clip(ops.where(step < cut, rising, falling), 0.0, 1.0)
+        return self.max_learning_rate * (1.0 + p * (self.ratio - 1.0)) / (
+            self.ratio
+        )
+
+    def get_config(self):
+        return {
+            "max_learning_rate": self.max_learning_rate,
+            "total_steps": self.total_steps,
+            "cut_fraction": self.cut_fraction,
+            "ratio": self.ratio,
+        }

@@ -1,0 +1,119 @@
+"""`GradualUnfreezing`: unfreeze one layer group per epoch, from the top."""
+
+import keras
+
+from mtlbook.transfer.freezing import is_batchnorm
+
+
+def _group_layers(group):
+    return list(group) if isinstance(group, (list, tuple)) else [group]
+
+
+def _sublayers(layer):
+    yield layer
+    for child in getattr(layer, "layers", ()):
+        yield from _sublayers(child)
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """Unfreezes layer groups one at a time, from the top, during `fit`.
+
+    Before epoch `e` the top `min(G, 1 + e // epochs_per_group)` of the `G`
+    groups are trainable and the others frozen; BatchNormalization layers
+    stay frozen unless `train_batchnorm=True`. When the set of trainable
+    weights changes, the callback rebuilds the model's train function.
+
+    The optimizer is built once, at the start of `fit`, on the weights of
+    every group, so its state (step counter, moments, schedule) carries on
+    when a group is unfrozen. Compile with a fresh optimizer: one that was
+    already built on fewer weights cannot be extended, and `fit` then
+    raises a `ValueError`.
+
+    Args:
+        groups: list of layer groups, bottom (input side) to top; each
+            group is a layer or a list of layers. Layers outside all groups
+            keep their `trainable` setting.
+        epochs_per_group: int >= 1. Epochs between two unfreezing steps.
+        train_batchnorm: bool. Also unfreeze BatchNormalization layers.
+
+    Example:
+
+    ```python
+    groups = [model.get_layer(n) for n in ("block1_conv", "block2_conv",
+                                            "block3_conv", "classifier")]
+    model.compile(keras.optimizers.Adam(1e-3), loss=...)
+    model.fit(x, y, epochs=4, callbacks=[GradualUnfreezing(groups)])
+    ```
+
+    Reference:
+        Howard and Ruder, 2018, "Universal Language Model Fine-tuning for
+        Text Classification".
+    """
+
+    def __init__(self, groups, epochs_per_group=1, train_batchnorm=False):
+        super().__init__()
+        if not isinstance(groups, (list, tuple)) or not groups:
+            raise ValueError(
+                "`groups` must be a non-empty list of layers or lists of "
+                f"layers. Received: groups={groups!r}"
+            )
+        for index, group in enumerate(groups):
+            for layer in _group_layers(group):
+                if not isinstance(layer, keras.layers.Layer):
+                    raise TypeError(
+                        "`groups` must contain Keras layers. "
+                        f"Received: {type(layer).__name__} in group {index}"
+                    )
+        if isinstance(epochs_per_group, bool) or not isinstance(
+            epochs_per_group, int
+        ) or epochs_per_group < 1:
+            raise ValueError(
+                "`epochs_per_group` must be an int >= 1. "
+                f"Received: epochs_per_group={epochs_per_group!r}"
+            )
+        self.groups = [_group_layers(group) for group in groups]
+        self.epochs_per_group = epochs_per_group
+        self.train_batchnorm = train_batchnorm
+        self.unfrozen = 0  # number of groups currently trainable
+        self.history = []  # (epoch, number of unfrozen groups)
+
+    def _set_groups(self, count):
+        first_trainable = len(self.groups) - count
+        for index, group in enumerate(self.groups):
+            for layer in group:
+                for sublayer in _sublayers(layer):
+                    sublayer.trainable = index >= first_trainable and (
+                        self.train_batchnorm or not is_batchnorm(sublayer)
+                    )
+        self.unfrozen = count
+
+    def on_train_begin(self, logs=None):
+        if not self.model.trainable:
+            raise ValueError(
+                "`GradualUnfreezing` needs a model whose `trainable` is True "
+                "(freeze its layers, not the model itself). "
+                f"Received: model.trainable={self.model.trainable}"
+            )
+        optimizer = self.model.optimizer
+        self._set_groups(len(self.groups))
+        every_weight = list(self.model.trainable_variables)
+        if not optimizer.built:
+            optimizer.build(every_weight)
+        else:
+            known = set(id(v) for v in optimizer._trainable_variables)
+            if not all(id(v) in known for v in every_weight):
+                raise ValueError(
+                    "`GradualUnfreezing` needs an optimizer that is not yet "
+                    "built, so that it can track every group's weights. "
+                    "Received: an optimizer already built on "
+                    f"{len(known)} variables; compile the model again with "
+                    "a fresh optimizer."
+                )
+        self._set_groups(0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        count = min(len(self.groups), 1 + epoch // self.epochs_per_group)
+        if count != self.unfrozen:
+            self._set_groups(count)
+            self.model.make_train_function(force=True)
+        self.history.append((epoch, count))
