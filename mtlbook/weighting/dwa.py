@@ -1,0 +1,120 @@
+"""Dynamic Weight Average (Liu, Johns and Davison, 2019)."""
+
+import keras
+from keras import ops
+
+from mtlbook.weighting.base import LossWeighting
+
+
+def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
+    """DWA weights from the mean losses of the last two epochs.
+
+    `r_i = L_i(t-1) / L_i(t-2)` and
+    `w_i = T * exp(r_i / temperature) / sum_j exp(r_j / temperature)`,
+    so the weights sum to `T` and a task whose loss falls slowly gets more
+    weight.
+
+    Args:
+        previous_losses: `(T,)` mean training losses of epoch `t-1`.
+        earlier_losses: `(T,)` mean training losses of epoch `t-2`.
+        temperature: float > 0. Larger values give more even weights.
+
+    Returns:
+        `(T,)` tensor of weights.
+
+    Example:
+
+    ```python
+    dwa_weights([1.0, 1.0], [2.0, 1.0])  # task 2 stalls: [0.88, 1.12]
+    ```
+    """
+    previous_losses = ops.convert_to_tensor(previous_losses, "float32")
+    earlier_losses = ops.convert_to_tensor(earlier_losses, "float32")
+    ratios = previous_losses / earlier_losses
+    num_tasks = ops.cast(ops.shape(ratios)[0], "float32")
+    return num_tasks * ops.softmax(ratios / temperature)
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class DynamicWeightAverage(LossWeighting):
+    """Weights tasks by how fast their training losses are falling.
+
+    For epoch `t >= 3` the weights are `dwa_weights(L(t-1), L(t-2),
+    temperature)` computed from the mean training loss of each task in the
+    two previous epochs; in epochs 1 and 2 every weight is 1. The total is
+    `sum_i w_i * L_i`. The two last epochs' losses, the number of epochs
+    seen and the current weights are non-trainable variables, so they are
+    saved with the model.
+
+    Args:
+        temperature: float > 0. Softmax temperature (2.0 in the paper).
+        num_tasks: optional int. Number of tasks (inferred when built).
+        **kwargs: Base layer arguments (`name`, ...).
+
+    Call arguments:
+        task_losses: `(T,)` tensor of task losses.
+
+    Returns:
+        Scalar tensor `sum_i w_i * L_i`.
+
+    Example:
+
+    ```python
+    weighting = DynamicWeightAverage(temperature=2.0)
+    model = MultiTaskModel(inputs, outputs, strategy=weighting)
+    ```
+
+    Reference:
+        Liu, Johns and Davison, 2019, "End-to-End Multi-Task Learning with
+        Attention".
+    """
+
+    def __init__(self, temperature=2.0, num_tasks=None, **kwargs):
+        super().__init__(num_tasks=num_tasks, **kwargs)
+        if not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ValueError(
+                "`temperature` must be a positive float. "
+                f"Received: temperature={temperature!r}"
+            )
+        self.temperature = float(temperature)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        state = dict(trainable=False, aggregation="only_first_replica")
+        self.loss_history = self.add_weight(
+            name="loss_history", shape=(2, self.num_tasks),
+            initializer="ones", **state,
+        )
+        self.epochs_seen = self.add_weight(
+            name="epochs_seen", shape=(), initializer="zeros", **state
+        )
+        self.current_weights = self.add_weight(
+            name="current_weights", shape=(self.num_tasks,),
+            initializer="ones", **state,
+        )
+
+    def task_weights(self):
+        return ops.convert_to_tensor(self.current_weights)
+
+    def on_epoch_end(self, mean_losses):
+        """Records an epoch's mean losses and sets the next epoch's weights.
+
+        Args:
+            mean_losses: `(T,)` mean training loss of each task this epoch.
+        """
+        mean_losses = ops.convert_to_tensor(mean_losses, "float32")
+        history = ops.convert_to_tensor(self.loss_history)
+        history = ops.stack([history[1], mean_losses])
+        self.loss_history.assign(history)
+        self.epochs_seen.assign(self.epochs_seen + 1.0)
+        weights = ops.where(
+            self.epochs_seen >= 2.0,
+            dwa_weights(history[1], history[0], self.temperature),
+            ops.ones_like(mean_losses),
+        )
+        self.current_weights.assign(weights)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
