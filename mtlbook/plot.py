@@ -101,3 +101,53 @@ def image_grid(images, labels=None, columns=8, cmap="gray"):
                 axis.set_title(str(labels[index]), fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def plot_curves_with_spread(curves, xlabel, ylabel, title=None, log_x=True):
+    """Plots mean curves with a +-1 standard deviation band, one per method.
+
+    Args:
+        curves: dict `{name: (x, mean, std)}`; each a sequence of equal
+            length (e.g. labelled examples per class, mean accuracy over
+            seeds, its standard deviation).
+        xlabel: str. Label of the x axis.
+        ylabel: str. Label of the y axis.
+        title: optional axes title.
+        log_x: bool. Logarithmic x axis.
+
+    Returns:
+        A matplotlib Figure.
+
+    Example:
+
+    ```python
+    plot_curves_with_spread({"scratch": ([1, 5, 20], [0.3, 0.5, 0.8],
+                                         [0.05, 0.1, 0.05])},
+                            "labels per class", "test accuracy")
+    ```
+    """
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError(
+            "`curves` must be a non-empty dict {name: (x, mean, std)}. "
+            f"Received: curves={type(curves).__name__}"
+        )
+    figure, axis = plt.subplots(figsize=(5.5, 3.5))
+    for name, values in curves.items():
+        if len(values) != 3 or not len(values[0]) == len(values[1]) == len(
+            values[2]
+        ):
+            raise ValueError(
+                "`curves` values must be (x, mean, std) of equal lengths. "
+                f"Received: curves[{name!r}] with {len(values)} parts"
+            )
+        x, mean, std = (np.asarray(v, dtype="float64") for v in values)
+        axis.plot(x, mean, marker="o", label=name)
+        axis.fill_between(x, mean - std, mean + std, alpha=0.2)
+    if log_x:
+        axis.set_xscale("log")
+    axis.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    return figure

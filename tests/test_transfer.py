@@ -474,3 +474,21 @@ def test_pretrained_digits_cnn_rebuilds_a_damaged_file(tmp_path, monkeypatch):
 def test_pretrained_digits_cnn_bad_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
         pretrained_digits_cnn(epochs=0, cache_dir=tmp_path)
+
+
+# --- the figure used by the fine-tuning chapter ------------------------------------
+
+
+def test_plot_curves_with_spread():
+    from mtlbook.plot import plot_curves_with_spread
+
+    figure = plot_curves_with_spread(
+        {"scratch": ([1, 5, 20], [0.3, 0.5, 0.8], [0.05, 0.1, 0.05]),
+         "transfer": ([1, 5, 20], [0.5, 0.6, 0.8], [0.05, 0.05, 0.02])},
+        "labels per class", "accuracy", title="t")
+    axis = figure.axes[0]
+    assert len(axis.lines) == 2 and axis.get_xscale() == "log"
+    with pytest.raises(ValueError, match="curves"):
+        plot_curves_with_spread({}, "x", "y")
+    with pytest.raises(ValueError, match="curves"):
+        plot_curves_with_spread({"a": ([1, 2], [0.1])}, "x", "y")
