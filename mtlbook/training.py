@@ -137,12 +137,12 @@ def _check_task_keys(argument, value, tasks, require_all):
         )
 
 
-def _cross_replica_sum(values):
-    """Sums a list of tensors over the replicas of a distributed run."""
+def _cross_replica_sum(value):
+    """Sums one tensor over the replicas of a distributed run."""
     if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return values
+        return value
     return tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, values
+        tf.distribute.ReduceOp.SUM, value
     )
 
 
@@ -239,8 +239,14 @@ class MultiTaskModel(keras.Model):
                     f"Received: outputs={type(outputs).__name__}"
                 )
             network = keras.Model(inputs, outputs, name="network")
+        if not isinstance(network.output, dict):
+            raise TypeError(
+                "`network` must be a functional model with dict outputs "
+                f"{{task: tensor}}. Received: outputs of type "
+                f"{type(network.output).__name__}"
+            )
         self.network = network
-        self.tasks = list(network.output_names)
+        self.tasks = list(network.output)
         if strategy is None:
             strategy = EqualWeighting()
         if not isinstance(strategy, (LossWeighting, GradientMethod)):
@@ -277,6 +283,19 @@ class MultiTaskModel(keras.Model):
 
     # ----------------------------------------------------------- structure
     def _split_variables(self):
+        strategy = tf.distribute.get_strategy()
+        found = []
+        if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
+            # Mirrored variables are only differentiable in a replica context.
+            strategy.run(lambda: found.append(self._variable_owners()))
+        else:
+            found.append(self._variable_owners())
+        owners = found[0]
+        variables = self.network.trainable_variables
+        self._assign_variables(variables, owners)
+
+    def _variable_owners(self):
+        """`{id(variable): [tasks whose outputs depend on it]}`."""
         variables = self.network.trainable_variables
         dummy = [
             ops.zeros(
@@ -297,6 +316,9 @@ class MultiTaskModel(keras.Model):
                 if g is not None:
                     owners[id(v)].append(task)
         del tape
+        return owners
+
+    def _assign_variables(self, variables, owners):
         if self.shared_layers is None:
             shared = [v for v in variables if len(owners[id(v)]) > 1]
         else:
@@ -484,14 +506,15 @@ class MultiTaskModel(keras.Model):
                 total = ops.sum(losses)
                 if extra is not None:
                     extra_scaled = self.optimizer.scale_loss(extra / replicas)
-        shared_matrix = None
+        shared_matrix, barrier = None, []
         if gradient_method or self.log_conflict:
             shared_matrix = self._task_gradient_matrix(tape, scaled_task)
+            barrier.append(shared_matrix)
         if not gradient_method:
             variables = network_vars + strategy.trainable_variables
             gradients = tape.gradient(objective, variables)
             if isinstance(strategy, GradNorm):
-                self._gradnorm_step(tape, scaled_task, losses)
+                barrier.append(self._gradnorm_step(tape, scaled_task, losses))
         else:
             variables, gradients = self._combined_gradients(
                 tape, scaled_task, shared_matrix, replicas
@@ -501,6 +524,11 @@ class MultiTaskModel(keras.Model):
                 gradients = [g if r is None else (r if g is None else g + r)
                              for g, r in zip(gradients, regular)]
         del tape
+        if barrier and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # all replicas must run their collectives in the same order
+            with tf.control_dependencies(barrier):
+                gradients = [None if g is None else tf.identity(g)
+                             for g in gradients]
         pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
         self.optimizer.apply_gradients(pairs)
 
@@ -529,12 +557,12 @@ class MultiTaskModel(keras.Model):
                      self.shared_variables)
             for loss in scaled_task
         ]
-        matrix = ops.stack(_cross_replica_sum(rows))
+        matrix = _cross_replica_sum(ops.stack(rows))
         scale = self._loss_scale()
         return matrix if scale is None else matrix / scale
 
     def _combined_gradients(self, tape, scaled_task, shared_matrix, replicas):
-        combined = self.strategy(shared_matrix, self.optimizer.iterations)
+        combined = self.strategy(shared_matrix, step=self.optimizer.iterations)
         scale = self._loss_scale()
         if scale is not None:
             combined = combined * scale
@@ -557,19 +585,20 @@ class MultiTaskModel(keras.Model):
 
     def _gradnorm_step(self, tape, scaled_task, losses):
         variables = self._gradnorm_variables
-        rows = [_flatten(tape.gradient(loss, variables), variables)
-                for loss in scaled_task]
-        rows = _cross_replica_sum(rows)
+        num_tasks = len(self.tasks)
+        rows = ops.stack([_flatten(tape.gradient(loss, variables), variables)
+                          for loss in scaled_task])
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # one all-reduce for gradients and losses together
+        packed = ops.concatenate([ops.reshape(rows, (-1,)), losses / replicas])
+        packed = _cross_replica_sum(packed)
+        rows = ops.reshape(packed[:-num_tasks], (num_tasks, -1))
+        global_losses = packed[-num_tasks:]
+        norms = ops.sqrt(ops.sum(rows * rows, axis=1))
         scale = self._loss_scale()
-        norms = ops.stack([ops.sqrt(ops.sum(r * r)) for r in rows])
         if scale is not None:
             norms = norms / scale
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_losses = ops.stack(
-            _cross_replica_sum([losses[i] / replicas
-                                for i in range(len(self.tasks))])
-        )
-        self.strategy.update(global_losses, norms)
+        return self.strategy.update(global_losses, norms)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -587,6 +616,9 @@ class MultiTaskModel(keras.Model):
         return self._result(evaluated)
 
     def fit(self, *args, **kwargs):
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
         callbacks = kwargs.pop("callbacks", None)
         callbacks = list(callbacks or [])
         kwargs["callbacks"] = [_StrategyEpochEnd(), *callbacks]

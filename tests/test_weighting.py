@@ -1,0 +1,250 @@
+"""Tests of mtlbook.weighting: every formula against a hand-computed case."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from mtlbook.weighting import (
+    CAGrad, MGDA, DynamicWeightAverage, EqualWeighting, GradNorm, PCGrad,
+    StaticWeighting, UncertaintyWeighting, cagrad, cagrad_weights,
+    dwa_weights, gradnorm_weight_gradient, mgda_weights, pcgrad,
+)
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_equal_weighting_sums():
+    assert numpy(EqualWeighting()(keras.ops.array([0.5, 2.0]))) == 2.5
+
+
+def test_static_weighting_total():
+    total = StaticWeighting([1.0, 0.1])(keras.ops.array([0.5, 2.0]))
+    np.testing.assert_allclose(numpy(total), 0.7, rtol=1e-6)
+
+
+def test_static_weighting_dict_order_and_errors():
+    weighting = StaticWeighting({"b": 0.1, "a": 1.0})
+    weighting.order_for(["a", "b"])
+    np.testing.assert_allclose(numpy(weighting.task_weights()), [1.0, 0.1])
+    with pytest.raises(ValueError, match="weights"):
+        StaticWeighting({"a": 1.0, "c": 1.0}).order_for(["a", "b"])
+    with pytest.raises(ValueError, match="3 tasks"):
+        StaticWeighting([1.0, 1.0, 1.0]).order_for(["a", "b"])
+    with pytest.raises(ValueError, match="non-negative"):
+        StaticWeighting([1.0, -0.5])
+    with pytest.raises(TypeError, match="weights"):
+        StaticWeighting(1.0)
+
+
+def test_uncertainty_total_by_hand():
+    weighting = UncertaintyWeighting(initial_log_variance=np.log(4.0))
+    losses = keras.ops.array([1.0, 8.0])
+    s = np.log(4.0)
+    expected = sum(0.5 * np.exp(-s) * L + 0.5 * s for L in (1.0, 8.0))
+    np.testing.assert_allclose(numpy(weighting(losses)), expected, rtol=1e-6)
+    np.testing.assert_allclose(numpy(weighting.sigma()), [2.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(numpy(weighting.task_weights()), [0.125] * 2)
+
+
+def test_uncertainty_minimiser_is_the_loss():
+    # d/ds (0.5 exp(-s) L + 0.5 s) = 0  <=>  exp(s) = L
+    weighting = UncertaintyWeighting(num_tasks=1)
+    weighting.build((1,))
+    weighting.log_variance.assign([np.log(3.0)])
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        total = weighting(keras.ops.array([3.0]))
+    grad = tape.gradient(total, weighting.log_variance)
+    np.testing.assert_allclose(numpy(grad), [0.0], atol=1e-6)
+
+
+def test_dwa_weights_by_hand():
+    ratios = np.array([1.0 / 2.0, 1.0 / 1.0]) / 2.0
+    expected = 2 * np.exp(ratios) / np.exp(ratios).sum()
+    np.testing.assert_allclose(
+        numpy(dwa_weights([1.0, 1.0], [2.0, 1.0], 2.0)), expected, rtol=1e-6
+    )
+
+
+def test_dwa_first_two_epochs_then_history():
+    weighting = DynamicWeightAverage(temperature=2.0, num_tasks=2)
+    weighting.build((2,))
+    np.testing.assert_allclose(numpy(weighting.task_weights()), [1, 1])
+    weighting.on_epoch_end([2.0, 1.0])
+    np.testing.assert_allclose(numpy(weighting.task_weights()), [1, 1])
+    weighting.on_epoch_end([1.0, 1.0])
+    np.testing.assert_allclose(
+        numpy(weighting.task_weights()),
+        numpy(dwa_weights([1.0, 1.0], [2.0, 1.0])), rtol=1e-6,
+    )
+    np.testing.assert_allclose(numpy(weighting.task_weights()).sum(), 2.0,
+                               rtol=1e-6)
+    total = weighting(keras.ops.array([1.0, 2.0]))
+    w = numpy(weighting.task_weights())
+    np.testing.assert_allclose(numpy(total), w[0] + 2 * w[1], rtol=1e-6)
+
+
+def test_dwa_bad_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        DynamicWeightAverage(temperature=0.0)
+
+
+def test_gradnorm_weight_gradient_by_hand():
+    gradient = gradnorm_weight_gradient([1.0, 1.0], [1.0, 1.0], [1.0, 1.0],
+                                        [2.0, 1.0])
+    np.testing.assert_allclose(numpy(gradient), [2.0, -1.0])
+    # a task that trains slowly (larger loss ratio) gets a larger target
+    gradient = gradnorm_weight_gradient([1.0, 1.0], [1.0, 0.25], [1.0, 1.0],
+                                        [1.0, 1.0], alpha=1.0)
+    # r = [1.6, 0.4], target = [1.6, 0.4], G = [1, 1]
+    np.testing.assert_allclose(numpy(gradient), [-1.0, 1.0])
+
+
+def test_gradnorm_update_renormalises_and_records_initial_losses():
+    weighting = GradNorm(alpha=1.0, learning_rate=0.1, num_tasks=2)
+    weighting.build((2,))
+    weighting.update([1.0, 1.0], [2.0, 1.0])
+    np.testing.assert_allclose(numpy(weighting.initial_losses), [1.0, 1.0])
+    # w = [1, 1] - 0.1 * [2, -1] = [0.8, 1.1] -> * 2 / 1.9
+    np.testing.assert_allclose(
+        numpy(weighting.task_weights()), np.array([0.8, 1.1]) * 2 / 1.9,
+        rtol=1e-6,
+    )
+    weighting.update([0.5, 1.0], [1.0, 1.0])
+    np.testing.assert_allclose(numpy(weighting.initial_losses), [1.0, 1.0])
+    np.testing.assert_allclose(numpy(weighting.task_weights()).sum(), 2.0,
+                               rtol=1e-6)
+
+
+def test_gradnorm_bad_arguments():
+    with pytest.raises(ValueError, match="alpha"):
+        GradNorm(alpha=-1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        GradNorm(learning_rate=0.0)
+
+
+def test_pcgrad_two_conflicting_vectors_by_hand():
+    result = pcgrad([[1.0, 0.0], [-1.0, 1.0]], seed=0)
+    # p1 = g1 + 0.5 g2 = [0.5, 0.5], p2 = g2 + g1 = [0, 1]
+    np.testing.assert_allclose(numpy(result), [0.5, 1.5], atol=1e-6)
+
+
+def test_pcgrad_non_conflicting_pass_unchanged():
+    g = np.array([[1.0, 0.5, 0.0], [0.2, 1.0, 1.0], [0.0, 0.1, 2.0]])
+    np.testing.assert_allclose(numpy(pcgrad(g, seed=1)), g.sum(0), rtol=1e-6)
+
+
+def test_pcgrad_projection_removes_conflict():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = rng.normal(size=(2, 5)).astype("float32")
+        if g[0] @ g[1] >= 0:
+            continue
+        p1 = g[0] - (g[0] @ g[1]) / (g[1] @ g[1]) * g[1]
+        p2 = g[1] - (g[1] @ g[0]) / (g[0] @ g[0]) * g[0]
+        np.testing.assert_allclose(numpy(pcgrad(g, seed=2)), p1 + p2,
+                                   rtol=1e-4, atol=1e-5)
+        assert abs(p1 @ g[1]) < 1e-4 and abs(p2 @ g[0]) < 1e-4
+
+
+def test_pcgrad_order_matters_for_three_tasks_and_seed_repeats():
+    g = np.array([[1.0, 0.0], [-0.8, 0.6], [-0.6, -0.8]], "float32")
+    a = numpy(pcgrad(g, seed=[5, 1]))
+    np.testing.assert_allclose(a, numpy(pcgrad(g, seed=[5, 1])))
+    results = {tuple(np.round(numpy(pcgrad(g, seed=[s, 0])), 4))
+               for s in range(20)}
+    assert len(results) > 1
+
+
+def test_pcgrad_bad_shape():
+    with pytest.raises(ValueError, match="task_gradients"):
+        pcgrad([1.0, 2.0])
+
+
+def test_mgda_two_task_closed_form():
+    np.testing.assert_allclose(
+        numpy(mgda_weights([[1.0, 0.0], [0.0, 2.0]])), [0.8, 0.2], rtol=1e-6
+    )
+    # one gradient inside the other's direction: min norm is the shorter
+    np.testing.assert_allclose(
+        numpy(mgda_weights([[1.0, 0.0], [3.0, 0.0]])), [1.0, 0.0]
+    )
+
+
+def test_mgda_frank_wolfe_matches_grid_search():
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(3, 4)).astype("float32")
+    w = numpy(mgda_weights(g, max_iterations=500))
+    assert np.all(w >= -1e-6) and abs(w.sum() - 1) < 1e-5
+    grid = [np.array([a, b, 1 - a - b]) for a, b in
+            itertools.product(np.linspace(0, 1, 101), repeat=2) if a + b <= 1]
+    best = min(np.sum((v @ g) ** 2) for v in grid)
+    assert np.sum((w @ g) ** 2) <= best + 1e-3
+
+
+def test_mgda_layer_scales_by_num_tasks():
+    g = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
+    np.testing.assert_allclose(
+        numpy(MGDA()(g)), 2 * (0.8 * g[0] + 0.2 * g[1]), rtol=1e-6
+    )
+
+
+def test_cagrad_by_grid_search_and_formula():
+    g = np.array([[1.0, 0.0], [-0.5, 1.0]], "float32")
+    c = 0.4
+    g0 = g.mean(0)
+    phi = c ** 2 * g0 @ g0
+
+    def objective(w):
+        gw = w @ g
+        return gw @ g0 + np.sqrt(phi) * np.linalg.norm(gw)
+
+    grid = [np.array([a, 1 - a]) for a in np.linspace(0, 1, 2001)]
+    best = min(grid, key=objective)
+    w = numpy(cagrad_weights(g, c, max_iterations=2000))
+    assert objective(w) <= objective(best) + 1e-3
+    gw = w @ g
+    expected = (g0 + np.sqrt(phi) / np.linalg.norm(gw) * gw) / (1 + c ** 2)
+    np.testing.assert_allclose(numpy(cagrad(g, c, 2000)), expected,
+                               rtol=1e-5)
+
+
+def test_cagrad_with_zero_c_is_mean_gradient():
+    g = np.array([[1.0, 0.0], [-0.5, 1.0]], "float32")
+    np.testing.assert_allclose(numpy(cagrad(g, c=0.0)), g.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(numpy(CAGrad(c=0.0)(g)), g.sum(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="`c`"):
+        CAGrad(c=-1.0)
+
+
+def test_num_tasks_check():
+    with pytest.raises(ValueError, match="num_tasks"):
+        EqualWeighting(num_tasks=0)
+    weighting = UncertaintyWeighting(num_tasks=3)
+    with pytest.raises(ValueError, match="built for 3 tasks"):
+        weighting.check_num_tasks(2)
+
+
+@pytest.mark.parametrize("strategy", [
+    EqualWeighting(), StaticWeighting({"a": 1.0, "b": 0.5}),
+    UncertaintyWeighting(initial_log_variance=0.3),
+    DynamicWeightAverage(temperature=1.5), GradNorm(alpha=0.5),
+    PCGrad(seed=3), MGDA(max_iterations=10), CAGrad(c=0.2),
+], ids=lambda s: type(s).__name__)
+def test_config_round_trip(strategy):
+    config = strategy.get_config()
+    restored = type(strategy).from_config(config)
+    assert restored.get_config() == config
+    serialized = keras.saving.serialize_keras_object(strategy)
+    again = keras.saving.deserialize_keras_object(serialized)
+    assert type(again) is type(strategy)
+
+
+def test_pcgrad_seed_type():
+    with pytest.raises(TypeError, match="seed"):
+        PCGrad(seed="a")
