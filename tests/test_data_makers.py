@@ -1,0 +1,119 @@
+"""Tests of the generated data sets: MultiDigits, Shapes, MMoE synthetic."""
+
+import numpy as np
+import pytest
+
+from mtlbook.data import make_mmoe_synthetic, make_multidigits, make_shapes
+from mtlbook.data.mmoe_synthetic import label_correlation, mmoe_weight_vectors
+
+
+def test_multidigits_shapes_labels_and_determinism():
+    a = make_multidigits(n_train=50, n_validation=10, n_test=20, seed=3)
+    b = make_multidigits(n_train=50, n_validation=10, n_test=20, seed=3)
+    assert a["train"].x.shape == (50, 24, 24, 1) and a["train"].x.dtype == np.float32
+    assert 0.0 <= a["test"].x.min() and a["test"].x.max() <= 1.0
+    for name in a:
+        np.testing.assert_array_equal(a[name].x, b[name].x)
+        for task in ("left", "right"):
+            assert a[name].y[task].min() >= 0 and a[name].y[task].max() <= 9
+    c = make_multidigits(n_train=50, n_validation=10, n_test=20, seed=4)
+    assert not np.array_equal(a["train"].x, c["train"].x)
+
+
+def test_multidigits_places_each_digit_in_its_corner():
+    data = make_multidigits(n_train=5, n_validation=0, n_test=5, image_size=24,
+                            digit_size=16)
+    x = data["train"].x[..., 0]
+    assert set(data) == {"train", "test"}
+    # the top-right and bottom-left 8x8 corners are covered by no digit
+    assert x[:, :8, 16:].max() == 0.0 and x[:, 16:, :8].max() == 0.0
+
+
+def test_multidigits_splits_share_no_source_image():
+    # Recover the source pools: with 24 px canvases and 16 px digits, the
+    # top-left 8x8 block shows only the left digit's top-left block.
+    data = make_multidigits(n_train=3000, n_validation=300, n_test=600)
+    blocks = {name: {s[:8, :8, 0].tobytes() for s in split.x}
+              for name, split in data.items()}
+    # a few source digits are pixel duplicates in scikit-learn's data set
+    assert len(blocks["train"] & blocks["test"]) <= 5
+    assert len(blocks["train"] & blocks["validation"]) <= 5
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_train": 0}, "n_train"),
+    ({"n_validation": -1}, "n_validation"),
+    ({"digit_size": 24}, "digit_size"),
+])
+def test_multidigits_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_multidigits(**kwargs)
+
+
+def test_shapes_tasks_ranges_and_determinism():
+    a = make_shapes(n_train=200, n_validation=0, n_test=50, image_size=24, seed=1)
+    b = make_shapes(n_train=200, n_validation=0, n_test=50, image_size=24, seed=1)
+    x, y = a["train"]
+    assert x.shape == (200, 24, 24, 3) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert set(y) == {"shape", "color", "scale", "rotation", "x", "y"}
+    assert set(np.unique(y["shape"])) == {0, 1, 2}
+    assert set(np.unique(y["color"])) == {0, 1, 2}
+    for task in ("scale", "rotation", "x", "y"):
+        assert y[task].dtype == np.float32
+        assert 0.0 <= y[task].min() and y[task].max() <= 1.0
+    assert np.all(y["rotation"][y["shape"] == 1] == 0.0)  # circles
+    np.testing.assert_array_equal(x, b["train"].x)
+
+
+def test_shapes_colour_and_position_are_visible():
+    data = make_shapes(n_train=300, n_validation=0, n_test=10, image_size=32)
+    x, y = data["train"]
+    lit = x.max(axis=-1) > 0.15
+    # the brightest channel of the shape's pixels is its colour
+    channel = np.array([np.argmax(img[m].mean(0)) for img, m in zip(x, lit)])
+    assert np.mean(channel == y["color"]) == 1.0
+    # the centre of mass moves with x (left -> right)
+    cols = np.array([np.nonzero(m)[1].mean() for m in lit])
+    assert np.corrcoef(cols, y["x"])[0, 1] > 0.95
+    squares = y["shape"] == 0  # areas differ between shapes: compare squares
+    sizes = lit[squares].sum(axis=(1, 2))
+    assert np.corrcoef(sizes, y["scale"][squares])[0, 1] > 0.9
+
+
+def test_shapes_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="image_size"):
+        make_shapes(image_size=8)
+    with pytest.raises(ValueError, match="n_test"):
+        make_shapes(n_test=0)
+
+
+@pytest.mark.parametrize("correlation", [1.0, 0.9, 0.5, 0.0, -0.3])
+def test_mmoe_weight_vectors_have_the_requested_cosine(correlation):
+    w1, w2 = mmoe_weight_vectors(correlation, num_features=100, seed=7)
+    cosine = w1 @ w2 / (np.linalg.norm(w1) * np.linalg.norm(w2))
+    assert cosine == pytest.approx(correlation, abs=1e-6)
+
+
+def test_mmoe_linear_parts_correlate_as_requested():
+    data = make_mmoe_synthetic(n_train=20000, n_validation=0, n_test=10,
+                               correlation=0.5, num_features=16, seed=2)
+    w1, w2 = mmoe_weight_vectors(0.5, num_features=16, seed=2)
+    x = data["train"].x
+    assert np.corrcoef(x @ w1, x @ w2)[0, 1] == pytest.approx(0.5, abs=0.03)
+    # the sinusoids make the labels less correlated than the weights
+    assert label_correlation(data["train"]) < 0.5
+
+
+def test_mmoe_synthetic_shapes_and_determinism():
+    a = make_mmoe_synthetic(n_train=100, n_validation=20, n_test=30, num_features=8)
+    b = make_mmoe_synthetic(n_train=100, n_validation=20, n_test=30, num_features=8)
+    assert a["train"].x.shape == (100, 8) and a["validation"].x.shape == (20, 8)
+    assert set(a["test"].y) == {"task_a", "task_b"}
+    np.testing.assert_array_equal(a["test"].y["task_b"], b["test"].y["task_b"])
+    with pytest.raises(ValueError, match="correlation"):
+        make_mmoe_synthetic(correlation=1.5)
+    with pytest.raises(ValueError, match="num_features"):
+        make_mmoe_synthetic(num_features=1)
+    with pytest.raises(ValueError, match="n_train"):
+        make_mmoe_synthetic(n_train=0)
