@@ -288,16 +288,16 @@ MIRRORED = textwrap.dedent("""
         h = keras.layers.Dense(8, activation="tanh", name="trunk")(i)
         o = {"a": keras.layers.Dense(2, name="a")(h),
              "b": keras.layers.Dense(1, name="b")(h)}
-        m = MultiTaskModel(i, o, strategy=strategy)
+        m = MultiTaskModel(i, o, strategy=strategy, log_conflict=True)
         m.compile(keras.optimizers.SGD(0.1), loss={
             "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "b": "mse"})
         return m
 
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for factory in (PCGrad, GradNorm, UncertaintyWeighting):
         single = build(factory())
         single.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
-        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with mirrored.scope():
             model = build(factory())
         assert model.distribute_strategy.num_replicas_in_sync == 2
