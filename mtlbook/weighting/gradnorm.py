@@ -54,10 +54,13 @@ class GradNorm(LossWeighting):
     """Learns task weights so that all tasks train at a similar rate.
 
     The total loss is `sum_i w_i * L_i`. After each step,
-    `update(task_losses, gradient_norms)` moves the weights one plain
-    gradient step on GradNorm's loss (see `gradnorm_weight_gradient`):
-    `w <- w - learning_rate * dL_grad/dw`, clips them to at least
-    `min_weight`, and renormalises them to sum to `T`. The first call also
+    `update(task_losses, gradient_norms)` moves the weights one step on
+    GradNorm's loss (see `gradnorm_weight_gradient`), with the gradient
+    divided by the mean gradient norm so that the step size does not
+    depend on the scale of the losses (the paper instead updates `w` with
+    the network's optimizer): `w <- w - learning_rate * dL_grad/dw /
+    mean_j(n_j)`, then clips them to at least `min_weight` and
+    renormalises them to sum to `T`. The first call also
     records the initial losses `L_i(0)`. Weights, initial losses and the
     "initialised" flag are non-trainable variables saved with the model.
 
@@ -153,6 +156,7 @@ class GradNorm(LossWeighting):
         gradient = gradnorm_weight_gradient(
             weights, task_losses, initial, gradient_norms, self.alpha
         )
+        gradient = gradient / ops.maximum(ops.mean(gradient_norms), 1e-20)
         new = ops.maximum(weights - self.learning_rate * gradient,
                           self.min_weight)
         new = new * (self.num_tasks / ops.sum(new))
