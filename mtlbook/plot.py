@@ -151,3 +151,69 @@ def plot_curves_with_spread(curves, xlabel, ylabel, title=None, log_x=True):
     axis.legend()
     figure.tight_layout()
     return figure
+
+
+def plot_task_weights(weights, tasks, title=None, axis=None):
+    """Plots each task's loss weight over training steps.
+
+    Args:
+        weights: array `(steps, T)`, e.g. `np.array(TaskWeightHistory().weights)`.
+        tasks: sequence of the `T` task names.
+        title: optional axis title.
+        axis: optional matplotlib Axes to draw on.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or weights.shape[1] != len(tasks):
+        raise ValueError(
+            "`weights` must have shape (steps, len(tasks)). "
+            f"Received: weights.shape={weights.shape}, tasks={list(tasks)}"
+        )
+    if axis is None:
+        figure, axis = plt.subplots(figsize=(5, 3))
+    else:
+        figure = axis.figure
+    for index, task in enumerate(tasks):
+        axis.plot(weights[:, index], label=task)
+    axis.set(xlabel="training step", ylabel="task weight", title=title)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_gradient_conflict(cosines, window=10, title=None):
+    """Histogram and time course of per-step gradient cosine similarities.
+
+    Args:
+        cosines: sequence of per-step mean pairwise cosines (e.g.
+            `GradientConflictHistory().cosines`).
+        window: int. Width of the moving average drawn over time.
+        title: optional figure title.
+
+    Returns:
+        A matplotlib Figure with two panels.
+    """
+    cosines = np.asarray(cosines, dtype="float64")
+    if cosines.ndim != 1 or len(cosines) == 0:
+        raise ValueError(
+            "`cosines` must be a non-empty 1-D sequence. "
+            f"Received: shape={cosines.shape}"
+        )
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    left.hist(cosines, bins=30)
+    left.axvline(0.0, color="black", linewidth=1)
+    left.set(xlabel="cosine between task gradients", ylabel="steps")
+    right.plot(cosines, alpha=0.4, label="per step")
+    if len(cosines) >= window:
+        smooth = np.convolve(cosines, np.ones(window) / window, mode="valid")
+        right.plot(np.arange(window - 1, len(cosines)), smooth,
+                   label=f"moving average ({window})")
+    right.axhline(0.0, color="black", linewidth=1)
+    right.set(xlabel="training step", ylabel="cosine")
+    right.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
