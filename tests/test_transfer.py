@@ -45,7 +45,7 @@ def bn_statistics(model):
     ]
 
 
-# --- backbones -------------------------------------------------------------
+# --- backbones ---------------------------------------------------------------
 
 
 def test_backbone_without_weights_shape():
@@ -71,7 +71,8 @@ def test_backbone_loads_a_keras_file(tmp_path):
     path = tmp_path / "mobilenet_v2.keras"
     source.save(path)
     loaded = backbone("mobilenet_v2", weights=path, **SMALL)
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3))
+    x = x.astype("float32")
     np.testing.assert_allclose(
         source.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6
     )
@@ -194,7 +195,8 @@ def test_batchnorm_statistics_unchanged_when_fine_tuning():
     model.fit(x + 3.0, y, epochs=2, batch_size=16, verbose=0)
     for a, b in zip(before_stats, bn_statistics(model)):
         np.testing.assert_array_equal(a, b)
-    after_conv = keras.ops.convert_to_numpy(model.get_layer("block1_conv").kernel)
+    after_conv = keras.ops.convert_to_numpy(
+        model.get_layer("block1_conv").kernel)
     assert not np.allclose(before_conv, after_conv)
     # breaking the rule: the moving statistics move
     unfreeze(model, from_layer=0, train_batchnorm=True)
@@ -205,7 +207,7 @@ def test_batchnorm_statistics_unchanged_when_fine_tuning():
     assert all(moved)
 
 
-# --- learning-rate groups ------------------------------------------------------
+# --- learning-rate groups ----------------------------------------------------
 
 
 def two_layer_model():
@@ -287,7 +289,7 @@ def test_grouped_optimizer_config_and_model_save_load(tmp_path):
                                loaded.predict(x, verbose=0), rtol=1e-6)
 
 
-# --- slanted triangular schedule --------------------------------------------------
+# --- slanted triangular schedule ---------------------------------------------
 
 
 def test_slanted_triangular_values_at_known_steps():
@@ -330,14 +332,15 @@ def test_slanted_triangular_bad_arguments_raise(kwargs, name):
         SlantedTriangular(**arguments)
 
 
-# --- gradual unfreezing ------------------------------------------------------------
+# --- gradual unfreezing ------------------------------------------------------
 
 
 def test_gradual_unfreezing_unfreezes_from_the_top():
     keras.utils.set_random_seed(0)
     model = small_cnn((8, 8, 1), 3, width=4)
-    groups = [[model.get_layer(f"block{b}_conv"), model.get_layer(f"block{b}_bn")]
-              for b in (1, 2, 3)] + [model.get_layer("classifier")]
+    groups = [[model.get_layer(f"block{b}_conv"),
+               model.get_layer(f"block{b}_bn")] for b in (1, 2, 3)]
+    groups.append(model.get_layer("classifier"))
     compile_classifier(model)
     x, y = tiny_data()
     groups_for_check = groups
@@ -398,7 +401,7 @@ def test_gradual_unfreezing_bad_arguments_raise():
         GradualUnfreezing([keras.layers.Dense(1)], epochs_per_group=0)
 
 
-# --- data and the pretrained network ------------------------------------------------
+# --- data and the pretrained network -----------------------------------------
 
 
 def test_scatter_on_canvas_places_images():
@@ -476,7 +479,7 @@ def test_pretrained_digits_cnn_bad_arguments_raise(tmp_path):
         pretrained_digits_cnn(epochs=0, cache_dir=tmp_path)
 
 
-# --- the figure used by the fine-tuning chapter ------------------------------------
+# --- the figure used by the fine-tuning chapter ------------------------------
 
 
 def test_plot_curves_with_spread():

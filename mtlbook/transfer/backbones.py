@@ -17,7 +17,8 @@ BACKBONES = {
 def _check_name(name):
     if name not in BACKBONES:
         raise ValueError(
-            f"`name` must be one of {sorted(BACKBONES)}. Received: name={name!r}"
+            f"`name` must be one of {sorted(BACKBONES)}. "
+            f"Received: name={name!r}"
         )
 
 

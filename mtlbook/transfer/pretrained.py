@@ -68,7 +68,9 @@ def scatter_on_canvas(images, canvas_size, noise=0.3, seed=0):
             f"Received: canvas_size={canvas_size!r}"
         )
     if not isinstance(noise, (int, float)) or not 0.0 <= noise <= 1.0:
-        raise ValueError(f"`noise` must be in [0, 1]. Received: noise={noise!r}")
+        raise ValueError(
+            f"`noise` must be in [0, 1]. Received: noise={noise!r}"
+        )
     rng = np.random.default_rng(seed)
     shape = (len(images), canvas_size, canvas_size, images.shape[3])
     canvas = rng.uniform(0.0, noise, shape).astype("float32")
@@ -116,10 +118,12 @@ def transfer_digits(
     parts = {}
     for split in ("train", "test"):
         x, digits = data[split].x, data[split].y["digit"]
-        for task, wanted in (("source", SOURCE_DIGITS), ("target", TARGET_DIGITS)):
+        tasks = (("source", SOURCE_DIGITS), ("target", TARGET_DIGITS))
+        for task, wanted in tasks:
             keep = np.isin(digits, wanted)
             images, labels = x[keep], (digits[keep] - wanted[0]).astype("int32")
-            copies = source_copies if (task, split) == ("source", "train") else 1
+            is_source_train = (task, split) == ("source", "train")
+            copies = source_copies if is_source_train else 1
             if canvas_size is not None:
                 offset = 1000 * seed + 100 * (split == "test") + 10 * (
                     task == "target"
