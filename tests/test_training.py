@@ -317,3 +317,16 @@ def test_mirrored_strategy_matches_single_device():
         timeout=300,
     )
     assert "MIRRORED_OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_weight_and_conflict_plots():
+    from mtlbook.plot import plot_gradient_conflict, plot_task_weights
+
+    figure = plot_task_weights(np.ones((5, 2)), ["a", "b"], title="w")
+    assert len(figure.axes[0].lines) == 2
+    figure = plot_gradient_conflict(np.linspace(-1, 1, 30), window=5)
+    assert len(figure.axes) == 2
+    with pytest.raises(ValueError, match="weights"):
+        plot_task_weights(np.ones((5, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="cosines"):
+        plot_gradient_conflict([])
