@@ -72,15 +72,14 @@ def _data(num_tasks, steps, batch_size):
 
 
 def _time_fit(model, x, y, batch_size):
-    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # warm up
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
     steps = len(x) // batch_size
     return (time.perf_counter() - start) / steps
 
 
-def bench_weighting(tasks=(2, 4, 8), repeats=5, steps=40, batch_size=64,
-                    width=64, strategies=None, out=None):
+def bench_weighting(tasks=(2, 4, 8), repeats=5, steps=200, batch_size=64,
+                    width=256, strategies=None, out=None):
     """Times each strategy relative to plain Keras `fit`.
 
     Args:
@@ -112,6 +111,8 @@ def bench_weighting(tasks=(2, 4, 8), repeats=5, steps=40, batch_size=64,
         models = {"keras": _build(num_tasks, width)}
         for name in names:
             models[name] = _build(num_tasks, width, factories[name]())
+        for model in models.values():  # trace and warm up once
+            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
         times = {name: [] for name in models}
         for _ in range(repeats):
             for name in rng.permutation(list(models)):
@@ -153,7 +154,8 @@ def main(argv=None):
     )
     weighting.add_argument("--tasks", type=int, nargs="+", default=[2, 4, 8])
     weighting.add_argument("--repeats", type=int, default=5)
-    weighting.add_argument("--steps", type=int, default=40)
+    weighting.add_argument("--steps", type=int, default=200)
+    weighting.add_argument("--width", type=int, default=256)
     weighting.add_argument("--batch-size", type=int, default=64)
     weighting.add_argument("--strategies", nargs="+", default=None)
     weighting.add_argument(
@@ -163,10 +165,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "weighting":
         if args.quick:
-            args.tasks, args.repeats, args.steps = [2], 1, 3
+            args.tasks, args.repeats, args.steps, args.width = [2], 1, 3, 16
         return bench_weighting(
             tasks=args.tasks, repeats=args.repeats, steps=args.steps,
-            batch_size=args.batch_size, strategies=args.strategies,
+            batch_size=args.batch_size, width=args.width,
+            strategies=args.strategies,
         )
     return None
 
