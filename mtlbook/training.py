@@ -14,7 +14,8 @@ Example:
 
 ```python
 inputs = keras.Input((8, 8, 1))
-trunk = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))
+flat = keras.layers.Flatten()(inputs)
+trunk = keras.layers.Dense(32, activation="relu")(flat)
 outputs = {"digit": keras.layers.Dense(10, name="digit")(trunk),
            "parity": keras.layers.Dense(2, name="parity")(trunk)}
 model = MultiTaskModel(inputs, outputs, strategy=PCGrad())
@@ -108,7 +109,9 @@ def _resolve_metric(metric, task, loss):
             config = resolved.get_config()
             config["name"] = f"{task}_{metric}"
             return type(resolved).from_config(config)
-        return keras.metrics.MeanMetricWrapper(resolved, name=f"{task}_{metric}")
+        return keras.metrics.MeanMetricWrapper(
+            resolved, name=f"{task}_{metric}"
+        )
     if isinstance(metric, keras.metrics.Metric):
         config = metric.get_config()
         config["name"] = f"{task}_{config['name']}"
@@ -149,7 +152,8 @@ def _cross_replica_sum(value):
 def _flatten(gradients, variables):
     return ops.concatenate([
         ops.reshape(
-            ops.zeros(v.shape, "float32") if g is None else ops.cast(g, "float32"),
+            ops.zeros(v.shape, "float32") if g is None
+            else ops.cast(g, "float32"),
             (-1,),
         )
         for g, v in zip(gradients, variables)
@@ -285,7 +289,8 @@ class MultiTaskModel(keras.Model):
     def _split_variables(self):
         strategy = tf.distribute.get_strategy()
         found = []
-        if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
+        distributed = tf.distribute.has_strategy()
+        if distributed and tf.distribute.in_cross_replica_context():
             # Mirrored variables are only differentiable in a replica context.
             strategy.run(lambda: found.append(self._variable_owners()))
         else:
@@ -455,7 +460,8 @@ class MultiTaskModel(keras.Model):
     # ---------------------------------------------------------------- steps
     def _local_losses(self, y, y_pred, sample_weight):
         """`(T,)` per-replica mean task losses (not divided by replicas)."""
-        unknown = sorted(set(y) - set(self.tasks)) if isinstance(y, dict) else []
+        unknown = (sorted(set(y) - set(self.tasks))
+                   if isinstance(y, dict) else [])
         if not isinstance(y, dict) or unknown:
             raise ValueError(
                 f"`y` must be a dict keyed by task name {self.tasks}. "
@@ -473,7 +479,9 @@ class MultiTaskModel(keras.Model):
     def _update_metrics(self, x, y, y_pred, losses):
         batch = ops.shape(tf.nest.flatten(x)[0])[0]
         for i, task in enumerate(self.tasks):
-            self.loss_trackers[task].update_state(losses[i], sample_weight=batch)
+            self.loss_trackers[task].update_state(
+                losses[i], sample_weight=batch
+            )
             for metric in self.task_metrics[task]:
                 metric.update_state(y[task], y_pred[task])
 

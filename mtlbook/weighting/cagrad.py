@@ -7,7 +7,7 @@ from mtlbook.weighting.base import GradientMethod
 from mtlbook.weighting.pcgrad import _check_gradients
 
 
-def cagrad_weights(task_gradients, c=0.4, max_iterations=200):
+def cagrad_weights(task_gradients, c=0.4, max_iterations=50):
     """Simplex weights `w` of CAGrad's dual problem.
 
     With `g_0 = mean_i g_i`, `g_w = sum_i w_i g_i` and
@@ -43,7 +43,7 @@ def cagrad_weights(task_gradients, c=0.4, max_iterations=200):
     return ops.fori_loop(0, max_iterations, step, mean_weights)
 
 
-def cagrad(task_gradients, c=0.4, max_iterations=200):
+def cagrad(task_gradients, c=0.4, max_iterations=50):
     """Conflict-averse update direction of CAGrad.
 
     `d = (g_0 + sqrt(phi) / |g_w| * g_w) / (1 + c^2)` with `w` from
@@ -111,7 +111,7 @@ class CAGrad(GradientMethod):
         Learning".
     """
 
-    def __init__(self, c=0.4, max_iterations=200, num_tasks=None, **kwargs):
+    def __init__(self, c=0.4, max_iterations=50, num_tasks=None, **kwargs):
         super().__init__(num_tasks=num_tasks, **kwargs)
         if not isinstance(c, (int, float)) or c < 0:
             raise ValueError(f"`c` must be a float >= 0. Received: c={c!r}")
