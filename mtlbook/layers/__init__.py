@@ -1,0 +1,28 @@
+"""Keras 3 layers for multi-task and transfer learning.
+
+- `DenseStack`: Dense layers in a row (experts, towers).
+- `CrossStitch`: learned linear mixing of task branches (Misra et al.).
+- `MMoE`, `OMoE`: multi-gate / one-gate mixture of experts (Ma et al.).
+- `CGC`, `PLE`: task-specific + shared experts, progressive layered
+  extraction (Tang et al.).
+- `GradientReversal`, `DANNSchedule`, `dann_lambda`: domain-adversarial
+  training (Ganin et al.).
+
+Each layer lives in its own file, which imports only keras (and NumPy), so
+it can be copied into another project.
+"""
+
+from mtlbook.layers.cross_stitch import CrossStitch
+from mtlbook.layers.dense_stack import DenseStack
+from mtlbook.layers.gradient_reversal import (
+    DANNSchedule,
+    GradientReversal,
+    dann_lambda,
+)
+from mtlbook.layers.mmoe import MMoE, OMoE
+from mtlbook.layers.ple import CGC, PLE
+
+__all__ = [
+    "CGC", "PLE", "CrossStitch", "DANNSchedule", "DenseStack",
+    "GradientReversal", "MMoE", "OMoE", "dann_lambda",
+]

@@ -1,0 +1,137 @@
+"""Multi-gate Mixture-of-Experts (MMoE) and its one-gate baseline (OMoE)."""
+
+import keras
+from keras import ops
+
+from mtlbook.layers.dense_stack import DenseStack, check_units
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int. Received: {name}={value!r}"
+        )
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class MMoE(keras.layers.Layer):
+    """Experts shared by all tasks, mixed by one softmax gate per task.
+
+    With experts `f_1 ... f_K` (Dense stacks) and gate `t`'s logits
+    `x @ G_t + c_t`, task `t` receives
+
+        g_t = softmax(x @ G_t + c_t)          # (batch, K)
+        out_t = sum_k g_t[:, k] * f_k(x)
+
+    With `num_gates=1` all tasks share one gate and receive the same
+    mixture: the one-gate mixture of experts (OMoE) baseline of the paper.
+
+    Args:
+        num_tasks: int >= 1. Number of outputs (one per task).
+        num_experts: int >= 1. Number of experts `K`.
+        expert_units: sequence of ints. Widths of each expert's Dense stack.
+        expert_activation: str. Activation of the experts' layers.
+        num_gates: int or None. `None` (default) or `num_tasks`: one gate
+            per task (MMoE); `1`: one gate for all tasks (OMoE).
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, features)`.
+        return_gates: bool. Also return the gate weights.
+
+    Returns:
+        List of `num_tasks` tensors `(batch, expert_units[-1])`; with
+        `return_gates=True`, the pair `(outputs, gates)` where `gates` is a
+        list of `num_tasks` tensors `(batch, num_experts)`.
+
+    Example:
+
+    ```python
+    task_a, task_b = MMoE(num_tasks=2, num_experts=8)(features)
+    ```
+
+    Reference:
+        Ma et al., 2018, "Modeling Task Relationships in Multi-task
+        Learning with Multi-gate Mixture-of-Experts".
+    """
+
+    def __init__(self, num_tasks=2, num_experts=4, expert_units=(16,),
+                 expert_activation="relu", num_gates=None, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int("num_tasks", num_tasks)
+        _check_positive_int("num_experts", num_experts)
+        if num_gates is None:
+            num_gates = num_tasks
+        if num_gates not in (1, num_tasks):
+            raise ValueError(
+                "`num_gates` must be None, 1 or num_tasks "
+                f"({num_tasks}). Received: num_gates={num_gates!r}"
+            )
+        self.num_tasks = num_tasks
+        self.num_experts = num_experts
+        self.expert_units = check_units("expert_units", expert_units)
+        self.expert_activation = expert_activation
+        self.num_gates = num_gates
+        self.experts = [
+            DenseStack(self.expert_units, activation=expert_activation,
+                       name=f"expert_{k}")
+            for k in range(num_experts)
+        ]
+        self.gates = [
+            keras.layers.Dense(num_experts, name=f"gate_{t}")
+            for t in range(num_gates)
+        ]
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(
+                "`inputs` must have shape (batch, features). "
+                f"Received: input_shape={input_shape}"
+            )
+        for layer in self.experts + self.gates:
+            layer.build(input_shape)
+
+    def call(self, inputs, return_gates=False):
+        experts = ops.stack([f(inputs) for f in self.experts], axis=1)
+        weights = [ops.softmax(gate(inputs), axis=-1) for gate in self.gates]
+        weights = weights * self.num_tasks if self.num_gates == 1 else weights
+        # (batch, K) x (batch, K, units) -> (batch, units)
+        outputs = [ops.einsum("bk,bku->bu", g, experts) for g in weights]
+        return (outputs, weights) if return_gates else outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_tasks": self.num_tasks,
+            "num_experts": self.num_experts,
+            "expert_units": list(self.expert_units),
+            "expert_activation": self.expert_activation,
+            "num_gates": self.num_gates,
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class OMoE(MMoE):
+    """One-gate mixture of experts: `MMoE` with `num_gates=1`.
+
+    Every task receives the same mixture `sum_k g[:, k] * f_k(x)` with
+    `g = softmax(x @ G + c)`. Arguments as `MMoE`, without `num_gates`.
+
+    Example:
+
+    ```python
+    task_a, task_b = OMoE(num_tasks=2, num_experts=8)(features)
+    ```
+
+    Reference:
+        Ma et al., 2018 (the OMoE baseline).
+    """
+
+    def __init__(self, num_tasks=2, num_experts=4, expert_units=(16,),
+                 expert_activation="relu", **kwargs):
+        kwargs.pop("num_gates", None)
+        super().__init__(num_tasks=num_tasks, num_experts=num_experts,
+                         expert_units=expert_units,
+                         expert_activation=expert_activation, num_gates=1,
+                         **kwargs)
