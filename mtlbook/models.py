@@ -1,0 +1,246 @@
+"""Small builders of multi-task models: plain `keras.Model`s, one output per task.
+
+Every builder takes the input shape and a dict `tasks` mapping each task's
+name to the width of its linear output layer (the number of classes for a
+classification task, whose outputs are then logits, or 1 for a regression
+task). The output layers are named after the tasks, so `model.compile` and
+`model.fit` take dicts keyed by task name.
+
+- `conv_trunk`: a small convolutional feature extractor for images.
+- `shared_bottom`: one shared Dense bottom, one tower per task (hard
+  parameter sharing).
+- `single_task`: the same network for one task (the baseline).
+- `cross_stitch_model`: one Dense branch per task, mixed by `CrossStitch`
+  units after each layer.
+- `mmoe_model`: experts mixed by one gate per task (`num_gates=1`: OMoE).
+- `ple_model`: task-specific and shared experts in `num_levels` levels.
+- `gate_weights`: the gate weights of a mixture-of-experts model.
+
+Pass `conv_filters` to put a `conv_trunk` in front of any of them (a
+separate one per model, so baselines never share weights by accident).
+"""
+
+import keras
+
+from mtlbook.layers.cross_stitch import CrossStitch
+from mtlbook.layers.dense_stack import DenseStack, check_units
+from mtlbook.layers.mmoe import MMoE
+from mtlbook.layers.ple import CGC, PLE
+
+
+def _check_tasks(tasks):
+    if not isinstance(tasks, dict) or not tasks or not all(
+        isinstance(name, str) and isinstance(units, int)
+        and not isinstance(units, bool) and units > 0
+        for name, units in tasks.items()
+    ):
+        raise ValueError(
+            "`tasks` must be a non-empty dict {name: output units > 0}. "
+            f"Received: tasks={tasks!r}"
+        )
+    return dict(tasks)
+
+
+def conv_trunk(filters=(16, 32), name="trunk"):
+    """A conv feature extractor: `[Conv2D 3x3 + ReLU, MaxPool 2x2]` per entry.
+
+    It ends with global average pooling, so its output is a vector of
+    `filters[-1]` features whatever the image size.
+
+    Args:
+        filters: sequence of ints > 0. Channels of each conv block.
+        name: str. Name of the returned `keras.Sequential`.
+
+    Returns:
+        A `keras.Sequential` mapping `(batch, H, W, C)` to
+        `(batch, filters[-1])`.
+    """
+    filters = check_units("filters", filters)
+    layers = []
+    for index, channels in enumerate(filters):
+        layers.append(keras.layers.Conv2D(channels, 3, padding="same",
+                                          activation="relu",
+                                          name=f"conv_{index}"))
+        layers.append(keras.layers.MaxPooling2D(name=f"pool_{index}"))
+    layers.append(keras.layers.GlobalAveragePooling2D(name="pool"))
+    return keras.Sequential(layers, name=name)
+
+
+def _features(input_shape, conv_filters):
+    inputs = keras.Input(tuple(input_shape), name="inputs")
+    if conv_filters is None:
+        return inputs, inputs
+    return inputs, conv_trunk(conv_filters)(inputs)
+
+
+def _heads(features, tasks, tower_units):
+    """One tower (optional Dense stack) and linear output per task."""
+    if not isinstance(features, (list, tuple)):
+        features = [features] * len(tasks)
+    outputs = {}
+    for (name, units), h in zip(tasks.items(), features):
+        if tower_units:
+            h = DenseStack(tower_units, name=f"{name}_tower")(h)
+        outputs[name] = keras.layers.Dense(units, name=name)(h)
+    return outputs
+
+
+def shared_bottom(input_shape, tasks, bottom_units=(64,), tower_units=(8,),
+                  conv_filters=None, name="shared_bottom"):
+    """Hard parameter sharing: a shared Dense bottom and one tower per task.
+
+    `out_t = head_t(tower_t(bottom(x)))`.
+
+    Args:
+        input_shape: tuple. Shape of one example.
+        tasks: dict `{name: output units}`.
+        bottom_units: sequence of ints. Widths of the shared bottom.
+        tower_units: sequence of ints, or `()` for no tower.
+        conv_filters: sequence of ints or None. A `conv_trunk` first.
+        name: str. Model name.
+
+    Returns:
+        A `keras.Model` with one output per task, named after the task.
+    """
+    tasks = _check_tasks(tasks)
+    inputs, h = _features(input_shape, conv_filters)
+    h = DenseStack(bottom_units, name="bottom")(h)
+    return keras.Model(inputs, _heads(h, tasks, tower_units), name=name)
+
+
+def single_task(input_shape, task, units, hidden_units=(64,),
+                tower_units=(8,), conv_filters=None, name=None):
+    """The `shared_bottom` network for one task alone (the baseline).
+
+    Args:
+        input_shape: tuple. Shape of one example.
+        task: str. The task's name (and the output's).
+        units: int. Output units.
+        hidden_units, tower_units, conv_filters: as `shared_bottom`.
+        name: str or None. Model name (default `single_<task>`).
+
+    Returns:
+        A `keras.Model` with one output named `task`.
+    """
+    return shared_bottom(input_shape, {task: units}, hidden_units,
+                         tower_units, conv_filters,
+                         name=name or f"single_{task}")
+
+
+def cross_stitch_model(input_shape, tasks, units=(32, 16), tower_units=(),
+                       self_weight=0.9, conv_filters=None,
+                       name="cross_stitch"):
+    """One Dense branch per task, with a `CrossStitch` unit after each layer.
+
+    Args:
+        input_shape: tuple. Shape of one example.
+        tasks: dict `{name: output units}` with at least two tasks.
+        units: sequence of ints. Widths of each branch's Dense layers.
+        tower_units: sequence of ints, or `()` for no tower.
+        self_weight: float in [0, 1]. Initial diagonal of each unit.
+        conv_filters: sequence of ints or None. One `conv_trunk` shared by
+            all branches first.
+        name: str. Model name.
+
+    Returns:
+        A `keras.Model` with one output per task; its cross-stitch layers
+        are named `cross_stitch_0`, `cross_stitch_1`, ...
+    """
+    tasks = _check_tasks(tasks)
+    if len(tasks) < 2:
+        raise ValueError(
+            f"`tasks` must have at least 2 tasks. Received: tasks={tasks!r}"
+        )
+    units = check_units("units", units)
+    inputs, h = _features(input_shape, conv_filters)
+    branches = [h] * len(tasks)
+    for depth, width in enumerate(units):
+        branches = [
+            keras.layers.Dense(width, activation="relu",
+                               name=f"{task}_dense_{depth}")(b)
+            for task, b in zip(tasks, branches)
+        ]
+        branches = CrossStitch(self_weight, name=f"cross_stitch_{depth}")(
+            branches)
+    return keras.Model(inputs, _heads(branches, tasks, tower_units),
+                       name=name)
+
+
+def mmoe_model(input_shape, tasks, num_experts=4, expert_units=(16,),
+               tower_units=(8,), num_gates=None, conv_filters=None,
+               name="mmoe"):
+    """Multi-gate mixture of experts: `out_t = head_t(tower_t(MMoE(x)[t]))`.
+
+    Args:
+        input_shape: tuple. Shape of one example.
+        tasks: dict `{name: output units}`.
+        num_experts: int. Number of experts.
+        expert_units: sequence of ints. Widths of each expert.
+        tower_units: sequence of ints, or `()` for no tower.
+        num_gates: None (one gate per task, MMoE) or 1 (OMoE).
+        conv_filters: sequence of ints or None. A `conv_trunk` first.
+        name: str. Model name; the `MMoE` layer is named `experts`.
+
+    Returns:
+        A `keras.Model` with one output per task.
+    """
+    tasks = _check_tasks(tasks)
+    inputs, h = _features(input_shape, conv_filters)
+    mixed = MMoE(len(tasks), num_experts, expert_units, num_gates=num_gates,
+                 name="experts")(h)
+    return keras.Model(inputs, _heads(mixed, tasks, tower_units), name=name)
+
+
+def ple_model(input_shape, tasks, num_levels=2, num_task_experts=1,
+              num_shared_experts=1, expert_units=(16,), tower_units=(8,),
+              conv_filters=None, name="ple"):
+    """Progressive layered extraction: `out_t = head_t(tower_t(PLE(x)[t]))`.
+
+    Args:
+        input_shape: tuple. Shape of one example.
+        tasks: dict `{name: output units}`.
+        num_levels: int. CGC levels (1 gives a CGC model).
+        num_task_experts, num_shared_experts: ints. Experts per level.
+        expert_units: sequence of ints. Widths of each expert.
+        tower_units: sequence of ints, or `()` for no tower.
+        conv_filters: sequence of ints or None. A `conv_trunk` first.
+        name: str. Model name; the `PLE` layer is named `experts`.
+
+    Returns:
+        A `keras.Model` with one output per task.
+    """
+    tasks = _check_tasks(tasks)
+    inputs, h = _features(input_shape, conv_filters)
+    mixed = PLE(len(tasks), num_levels, num_task_experts, num_shared_experts,
+                expert_units, name="experts")(h)
+    return keras.Model(inputs, _heads(mixed, tasks, tower_units), name=name)
+
+
+def gate_weights(model, x, layer_name="experts", batch_size=1024):
+    """The gate weights of `model`'s expert layer on inputs `x`, as NumPy.
+
+    Works for models from `mmoe_model` and `ple_model` (and any functional
+    model whose `MMoE`, `CGC` or `PLE` layer is called once): it runs the
+    part of `model` below the layer, then the layer with
+    `return_gates=True`.
+
+    Args:
+        model: a functional `keras.Model`.
+        x: array of inputs for `model`.
+        layer_name: str. Name of the `MMoE`, `CGC` or `PLE` layer.
+        batch_size: int. Batch size of the forward passes.
+
+    Returns:
+        List of float32 arrays `(len(x), experts)`, one per task (for `PLE`,
+        the last level's), each row summing to 1.
+    """
+    layer = model.get_layer(layer_name)
+    if not isinstance(layer, (MMoE, CGC, PLE)):
+        raise TypeError(
+            "`layer_name` must name an MMoE, CGC or PLE layer. "
+            f"Received: layer_name={layer_name!r} ({type(layer).__name__})"
+        )
+    below = keras.Model(model.inputs, layer.input)
+    features = below.predict(x, batch_size=batch_size, verbose=0)
+    _, gates = layer(features, return_gates=True)
+    return [keras.ops.convert_to_numpy(g) for g in gates]

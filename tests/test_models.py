@@ -1,0 +1,103 @@
+"""Tests of mtlbook.models: the multi-task model builders."""
+
+import keras
+import numpy as np
+import pytest
+
+from mtlbook import models
+
+TASKS = {"task_a": 1, "task_b": 3}
+
+
+def data(n=8, shape=(6,), seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape)).astype("float32")
+    y = {"task_a": rng.normal(size=n).astype("float32"),
+         "task_b": rng.integers(0, 3, n).astype("int32")}
+    return x, y
+
+
+BUILDERS = {
+    "shared_bottom": lambda: models.shared_bottom((6,), TASKS, (8,), (4,)),
+    "cross_stitch": lambda: models.cross_stitch_model((6,), TASKS, (8, 4)),
+    "mmoe": lambda: models.mmoe_model((6,), TASKS, 3, (4,), (4,)),
+    "omoe": lambda: models.mmoe_model((6,), TASKS, 3, (4,), (4,),
+                                      num_gates=1),
+    "ple": lambda: models.ple_model((6,), TASKS, 2, 1, 1, (4,), (4,)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_one_named_output_per_task_and_fit(name):
+    keras.utils.set_random_seed(0)
+    model = BUILDERS[name]()
+    assert model.output_names == ["task_a", "task_b"]
+    x, y = data()
+    outputs = model.predict(x, verbose=0)
+    assert outputs["task_a"].shape == (8, 1)
+    assert outputs["task_b"].shape == (8, 3)
+    model.compile(
+        optimizer="adam",
+        loss={"task_a": "mse",
+              "task_b": keras.losses.SparseCategoricalCrossentropy(
+                  from_logits=True)},
+    )
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert any(not np.allclose(a, b)
+               for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("name", ["mmoe", "ple"])
+def test_save_and_load_without_custom_objects(name, tmp_path):
+    model = BUILDERS[name]()
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    x, _ = data()
+    for task in TASKS:
+        np.testing.assert_allclose(restored.predict(x, verbose=0)[task],
+                                   model.predict(x, verbose=0)[task],
+                                   rtol=1e-6)
+
+
+def test_weight_counts_by_hand():
+    # bottom 6*8+8; towers 2*(8*4+4); heads 4*1+1 and 4*3+3
+    assert BUILDERS["shared_bottom"]().count_params() == 56 + 72 + 5 + 15
+    # experts 3*(6*4+4); gates 2*(6*3+3); towers 2*(4*4+4); heads 5 + 15
+    assert BUILDERS["mmoe"]().count_params() == 84 + 42 + 40 + 20
+    # OMoE: one gate
+    assert BUILDERS["omoe"]().count_params() == 84 + 21 + 40 + 20
+
+
+def test_single_task_and_conv_trunk():
+    model = models.single_task((12, 12, 3), "shape", 3, conv_filters=(4, 8))
+    assert model.output_names == ["shape"] and model.name == "single_shape"
+    x = np.zeros((2, 12, 12, 3), "float32")
+    assert model.predict(x, verbose=0)["shape"].shape == (2, 3)
+    trunk = models.conv_trunk((4, 8))
+    assert trunk(x).shape == (2, 8)
+
+
+def test_gate_weights_are_distributions_per_task():
+    x, _ = data()
+    gates = models.gate_weights(BUILDERS["mmoe"](), x)
+    assert len(gates) == 2 and gates[0].shape == (8, 3)
+    np.testing.assert_allclose(gates[1].sum(axis=1), 1.0, rtol=1e-5)
+    omoe = models.gate_weights(BUILDERS["omoe"](), x)
+    np.testing.assert_allclose(omoe[0], omoe[1])
+    ple = models.gate_weights(BUILDERS["ple"](), x)
+    assert ple[0].shape == (8, 2)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="tasks"):
+        models.shared_bottom((6,), {"a": 0})
+    with pytest.raises(ValueError, match="tasks"):
+        models.mmoe_model((6,), ["a", "b"])
+    with pytest.raises(ValueError, match="tasks"):
+        models.cross_stitch_model((6,), {"a": 1})
+    with pytest.raises(ValueError, match="filters"):
+        models.conv_trunk(16)
+    with pytest.raises(TypeError, match="layer_name"):
+        models.gate_weights(BUILDERS["shared_bottom"](), data()[0],
+                            layer_name="bottom")
