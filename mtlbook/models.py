@@ -44,8 +44,8 @@ def _check_tasks(tasks):
 def conv_trunk(filters=(16, 32), name="trunk"):
     """A conv feature extractor: `[Conv2D 3x3 + ReLU, MaxPool 2x2]` per entry.
 
-    It ends with global average pooling, so its output is a vector of
-    `filters[-1]` features whatever the image size.
+    It ends with `Flatten`, not global average pooling, so the features
+    keep where things are in the image (position tasks need that).
 
     Args:
         filters: sequence of ints > 0. Channels of each conv block.
@@ -53,7 +53,7 @@ def conv_trunk(filters=(16, 32), name="trunk"):
 
     Returns:
         A `keras.Sequential` mapping `(batch, H, W, C)` to
-        `(batch, filters[-1])`.
+        `(batch, (H // 2**n) * (W // 2**n) * filters[-1])`, `n = len(filters)`.
     """
     filters = check_units("filters", filters)
     layers = []
@@ -62,7 +62,7 @@ def conv_trunk(filters=(16, 32), name="trunk"):
                                           activation="relu",
                                           name=f"conv_{index}"))
         layers.append(keras.layers.MaxPooling2D(name=f"pool_{index}"))
-    layers.append(keras.layers.GlobalAveragePooling2D(name="pool"))
+    layers.append(keras.layers.Flatten(name="flatten"))
     return keras.Sequential(layers, name=name)
 
 

@@ -75,7 +75,7 @@ def test_single_task_and_conv_trunk():
     x = np.zeros((2, 12, 12, 3), "float32")
     assert model.predict(x, verbose=0)["shape"].shape == (2, 3)
     trunk = models.conv_trunk((4, 8))
-    assert trunk(x).shape == (2, 8)
+    assert trunk(x).shape == (2, 3 * 3 * 8)
 
 
 def test_gate_weights_are_distributions_per_task():
