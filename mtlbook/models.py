@@ -1,4 +1,4 @@
-"""Small builders of multi-task models: plain `keras.Model`s, one output per task.
+"""Builders of small multi-task `keras.Model`s, one named output per task.
 
 Every builder takes the input shape and a dict `tasks` mapping each task's
 name to the width of its linear output layer (the number of classes for a
