@@ -39,8 +39,10 @@ test: $(STAMP)
 	$(MAKE) check-book
 
 # Build the book without executing notebooks into its own folder, failing on
-# any warning (broken toc entry, reference, citation or page).
+# any warning (broken toc entry, reference, citation or page). Always a clean
+# build: an incremental Sphinx build can report stale-environment warnings.
 check-book: $(STAMP)
+	rm -rf _build/check
 	mkdir -p _build/check
 	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/check/_config.yml
 	$(BIN)/jupyter-book build . $(JB_FLAGS) --config _build/check/_config.yml \
