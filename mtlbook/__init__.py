@@ -11,6 +11,7 @@ that a reader can copy one file into a project:
 - `mtlbook.weighting`, `mtlbook.training`: loss weighting, gradient
   methods and `MultiTaskModel`.
 - `mtlbook.transfer`: backbones, freezing, learning-rate groups.
+- `mtlbook.adaptation`: domain-adversarial training (DANN).
 - `mtlbook.plot`: figures (imports matplotlib; nothing else does).
 - `mtlbook.bench`: `python -m mtlbook.bench`, timed comparisons.
 
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "data", "tf1", "plot", "layers", "models", "weighting", "training",
-    "transfer", "bench",
+    "transfer", "bench", "adaptation",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

@@ -8,6 +8,7 @@ Offline (used by every chapter, the tests and the book build):
 - `make_shapes`: rendered sprites with independent latent factors.
 - `make_mmoe_synthetic`: the MMoE paper's generator with set task correlation.
 - `make_digits_m`: digits blended with colour photo patches (MNIST-M analog).
+- `make_shifted_moons`: two moons, source and rotated target domain.
 
 Online (real loading code; a Colab reader switches to them with a flag):
 
@@ -35,6 +36,7 @@ _EXPORTS = {
     "make_shapes": "shapes",
     "make_mmoe_synthetic": "mmoe_synthetic",
     "make_digits_m": "digits_m",
+    "make_shifted_moons": "moons",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,307 @@
+"""Domain-adversarial training (DANN): a model builder and a training loop.
+
+`domain_adversarial_model` puts a label head and, behind a
+`GradientReversal` layer, a domain head on one feature extractor.
+`DomainAdversarialTrainer` trains it with `tf.GradientTape` on labelled
+source batches and unlabelled target batches, one `tf.function` step at a
+time, with the DANN schedule for the reversal strength.
+
+With `lambda_max=0` the domain head still learns, but no gradient reaches
+the features from it: the features, and the label head, are trained
+exactly as a source-only classifier.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtlbook.layers.gradient_reversal import GradientReversal, dann_lambda
+
+
+def domain_adversarial_model(feature_extractor, num_classes,
+                             domain_units=(32,), lambda_=0.0, name="dann"):
+    """A label head and a reversed-gradient domain head on shared features.
+
+    ```
+    x -> feature_extractor -> features -> Dense(num_classes)    "label"
+    features -> GradientReversal("reversal") -> Dense(u, relu) ...
+             -> Dense(1)                                         "domain"
+    ```
+
+    Args:
+        feature_extractor: `keras.Model` (or layer with a known input
+            shape) mapping inputs to a feature vector `(batch, d)`.
+        num_classes: int >= 2. Number of label logits.
+        domain_units: sequence of ints > 0. Hidden widths of the domain
+            head (may be empty: a linear domain classifier).
+        lambda_: float >= 0. Initial strength of the gradient reversal.
+        name: str. Model name.
+
+    Returns:
+        A functional `keras.Model` with outputs
+        `{"label": (batch, num_classes) logits, "domain": (batch, 1) logit}`;
+        its `GradientReversal` layer is named `"reversal"`.
+
+    Example:
+
+    ```python
+    features = keras.Sequential([keras.Input((2,)),
+                                 keras.layers.Dense(32, "relu")])
+    model = domain_adversarial_model(features, num_classes=2)
+    ```
+
+    Reference:
+        Ganin et al., 2016, "Domain-Adversarial Training of Neural Networks".
+    """
+    if not isinstance(feature_extractor, keras.Model):
+        raise TypeError(
+            "`feature_extractor` must be a keras.Model. "
+            f"Received: feature_extractor={type(feature_extractor).__name__}"
+        )
+    if (not isinstance(num_classes, numbers.Integral)
+            or isinstance(num_classes, bool) or num_classes < 2):
+        raise ValueError(
+            "`num_classes` must be an int >= 2. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    domain_units = tuple(domain_units)
+    if not all(isinstance(u, numbers.Integral) and u > 0 for u in domain_units):
+        raise ValueError(
+            "`domain_units` must be a sequence of positive ints. "
+            f"Received: domain_units={domain_units!r}"
+        )
+    inputs = keras.Input(feature_extractor.input_shape[1:], name="inputs")
+    features = feature_extractor(inputs)
+    if len(features.shape) != 2:
+        raise ValueError(
+            "`feature_extractor` must return vectors (batch, d). "
+            f"Received: output shape {tuple(features.shape)}"
+        )
+    label = keras.layers.Dense(num_classes, name="label")(features)
+    hidden = GradientReversal(lambda_, name="reversal")(features)
+    for index, units in enumerate(domain_units):
+        hidden = keras.layers.Dense(units, activation="relu",
+                                    name=f"domain_hidden{index}")(hidden)
+    domain = keras.layers.Dense(1, name="domain")(hidden)
+    return keras.Model(inputs, {"label": label, "domain": domain}, name=name)
+
+
+class DomainAdversarialTrainer:
+    """Trains a `domain_adversarial_model` with a custom `tf.GradientTape` loop.
+
+    One step takes a labelled source batch and an unlabelled target batch,
+    runs both through the model in one call (so BatchNormalization, if any,
+    sees both domains) and minimises
+
+    `loss = CE(label(source), y) + domain_weight * BCE(domain(all), d)`
+
+    with `d = 0` for source and `1` for target examples. The reversal layer
+    turns the domain term's gradient on the features into `-lambda` times
+    itself: the domain head learns to tell the domains apart, the features
+    learn to make them indistinguishable. `fit` sets `lambda` before each
+    step to `dann_lambda(step / steps, gamma, lambda_max)`.
+
+    Args:
+        model: a model from `domain_adversarial_model` (outputs `"label"`
+            and `"domain"`, a `GradientReversal` layer named `"reversal"`).
+        optimizer: a `keras.optimizers.Optimizer`.
+        domain_weight: float >= 0. Weight of the domain loss.
+
+    Example:
+
+    ```python
+    trainer = DomainAdversarialTrainer(model, keras.optimizers.Adam(1e-2))
+    history = trainer.fit(x_source, y_source, x_target, steps=500,
+                          lambda_max=1.0)
+    ```
+
+    Reference:
+        Ganin et al., 2016, "Domain-Adversarial Training of Neural Networks".
+    """
+
+    def __init__(self, model, optimizer, domain_weight=1.0):
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                "`model` must be a keras.Model. "
+                f"Received: model={type(model).__name__}"
+            )
+        reversal = [layer for layer in model.layers
+                    if isinstance(layer, GradientReversal)]
+        if len(reversal) != 1:
+            raise ValueError(
+                "`model` must contain exactly one GradientReversal layer. "
+                f"Received: a model with {len(reversal)}"
+            )
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "`optimizer` must be a keras.optimizers.Optimizer. "
+                f"Received: optimizer={type(optimizer).__name__}"
+            )
+        if not isinstance(domain_weight, numbers.Real) or domain_weight < 0:
+            raise ValueError(
+                "`domain_weight` must be a float >= 0. "
+                f"Received: domain_weight={domain_weight!r}"
+            )
+        self.model, self.optimizer = model, optimizer
+        self.reversal = reversal[0]
+        self.domain_weight = float(domain_weight)
+        self.optimizer.build(model.trainable_variables)
+        self._optimizer_start = [v.numpy() for v in optimizer.variables]
+        self._step = tf.function(self._train_step, reduce_retracing=True)
+        self._steps = tf.function(self._train_steps, reduce_retracing=True)
+
+    def _train_step(self, source_x, source_y, target_x, lambda_):
+        self.reversal.lambda_.assign(lambda_)
+        n_source = tf.shape(source_x)[0]
+        inputs = tf.concat([source_x, target_x], axis=0)
+        domains = tf.concat([tf.zeros([n_source, 1]),
+                             tf.ones([tf.shape(target_x)[0], 1])], axis=0)
+        with tf.GradientTape() as tape:
+            outputs = self.model(inputs, training=True)
+            label_loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(
+                    source_y, outputs["label"][:n_source], from_logits=True))
+            domain_loss = tf.reduce_mean(
+                keras.losses.binary_crossentropy(
+                    domains, outputs["domain"], from_logits=True))
+            loss = label_loss + self.domain_weight * domain_loss
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables))
+        domain_accuracy = tf.reduce_mean(tf.cast(
+            tf.equal(tf.cast(outputs["domain"] > 0, "float32"), domains),
+            "float32"))
+        return {"label_loss": label_loss, "domain_loss": domain_loss,
+                "domain_accuracy": domain_accuracy}
+
+    def _train_steps(self, source_x, source_y, target_x, source_index,
+                     target_index, lambdas):
+        # Several steps in one graph: step i uses rows source_index[i] and
+        # target_index[i] and reversal strength lambdas[i].
+        logs = {name: tf.constant(0.0) for name in
+                ("label_loss", "domain_loss", "domain_accuracy")}
+        for i in tf.range(tf.shape(lambdas)[0]):
+            logs = self._train_step(
+                tf.gather(source_x, source_index[i]),
+                tf.gather(source_y, source_index[i]),
+                tf.gather(target_x, target_index[i]), lambdas[i])
+        return logs
+
+    def reset(self, weights):
+        """Restarts training from `weights` with a fresh optimizer state.
+
+        Reusing one trainer for several runs (seeds, methods) saves tracing
+        the training graph again for each run.
+
+        Args:
+            weights: list of arrays, as from `model.get_weights()` of a
+                model built the same way.
+        """
+        self.model.set_weights(weights)
+        for variable, value in zip(self.optimizer.variables,
+                                   self._optimizer_start):
+            variable.assign(value)
+
+    def train_step(self, source_x, source_y, target_x, lambda_):
+        """One optimizer step; returns the losses as floats.
+
+        Args:
+            source_x: array of labelled source inputs.
+            source_y: int array of their labels.
+            target_x: array of unlabelled target inputs.
+            lambda_: float >= 0. Reversal strength for this step.
+
+        Returns:
+            dict with `label_loss`, `domain_loss` and `domain_accuracy`
+            (the domain head's accuracy on this batch, before the update).
+        """
+        logs = self._step(tf.convert_to_tensor(source_x, "float32"),
+                          tf.convert_to_tensor(source_y, "int32"),
+                          tf.convert_to_tensor(target_x, "float32"),
+                          tf.constant(float(lambda_), "float32"))
+        return {name: float(value) for name, value in logs.items()}
+
+    def fit(self, source_x, source_y, target_x, steps, lambda_max=1.0,
+            gamma=10.0, batch_size=None, seed=0, log_every=1):
+        """Trains for `steps` steps with the DANN lambda schedule.
+
+        Args:
+            source_x, source_y: labelled source data (NumPy arrays).
+            target_x: unlabelled target data (NumPy array).
+            steps: int >= 1. Number of optimizer steps.
+            lambda_max: float >= 0. Final reversal strength (0: source only).
+            gamma: float > 0. Steepness of the schedule (10 in the paper).
+            batch_size: optional int >= 1. Examples drawn per domain per
+                step (with a fresh permutation each epoch); `None` uses
+                every example at every step (full batch).
+            seed: int. Seed of the batch order.
+            log_every: int >= 1. Steps run inside one graph call; the
+                losses of the last of them are recorded.
+
+        Returns:
+            dict of lists, one entry per `log_every` steps: `step`,
+            `lambda`, `label_loss`, `domain_loss`, `domain_accuracy`.
+        """
+        for name, value in (("steps", steps), ("log_every", log_every)):
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be an int >= 1. Received: {name}={value!r}"
+                )
+        if batch_size is not None and (
+                not isinstance(batch_size, numbers.Integral) or batch_size < 1):
+            raise ValueError(
+                "`batch_size` must be None or an int >= 1. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        if not isinstance(lambda_max, numbers.Real) or lambda_max < 0:
+            raise ValueError(
+                "`lambda_max` must be a float >= 0. "
+                f"Received: lambda_max={lambda_max!r}"
+            )
+        source_x = np.asarray(source_x, "float32")
+        source_y = np.asarray(source_y, "int32")
+        target_x = np.asarray(target_x, "float32")
+        if len(source_x) != len(source_y):
+            raise ValueError(
+                "`source_x` and `source_y` must have the same length. "
+                f"Received: {len(source_x)} and {len(source_y)}"
+            )
+        batches = {"source": _Batches(len(source_x), batch_size, seed),
+                   "target": _Batches(len(target_x), batch_size, seed + 1)}
+        data = [tf.convert_to_tensor(source_x), tf.convert_to_tensor(source_y),
+                tf.convert_to_tensor(target_x)]
+        history = {key: [] for key in ("step", "lambda", "label_loss",
+                                       "domain_loss", "domain_accuracy")}
+        for first in range(0, steps, log_every):
+            count = min(log_every, steps - first)
+            lambdas = [dann_lambda((first + i) / steps, gamma, lambda_max)
+                       for i in range(count)]
+            logs = self._steps(
+                *data,
+                np.stack([batches["source"].next() for _ in range(count)]),
+                np.stack([batches["target"].next() for _ in range(count)]),
+                np.asarray(lambdas, "float32"))
+            history["step"].append(first + count - 1)
+            history["lambda"].append(lambdas[-1])
+            for name, value in logs.items():
+                history[name].append(float(value))
+        return history
+
+
+class _Batches:
+    """Index batches: all rows, or `size` rows from per-epoch shuffles."""
+
+    def __init__(self, n, size, seed):
+        self.n, self.size = n, size
+        self.rng = np.random.default_rng(seed)
+        self.order, self.position = np.arange(n), n
+
+    def next(self):
+        if self.size is None or self.size >= self.n:
+            return self.order
+        if self.position + self.size > self.n:
+            self.order, self.position = self.rng.permutation(self.n), 0
+        self.position += self.size
+        return self.order[self.position - self.size:self.position]
