@@ -345,7 +345,11 @@ def _build_scaling(name, image_size, width):
         return model, "default"
     if name == "mirrored":
         devices = _mirrored_devices()
-        strategy = tf.distribute.MirroredStrategy(devices)
+        # Reduce through one device rather than with collective ops: a
+        # second MirroredStrategy in the process (the caller's) would
+        # reuse the same collective instance keys and clash with this one.
+        strategy = tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
         with strategy.scope():
             model = _compile_scaling(_scaling_model(image_size, width))
         return model, " + ".join(d.split("device:")[-1] for d in devices)
