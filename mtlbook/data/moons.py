@@ -16,13 +16,11 @@ from mtlbook.data.digits import Split
 DOMAINS = ("source", "target")
 
 
-def _check(name, value, low, high=None, kind=numbers.Real):
-    bad_type = not isinstance(value, kind) or isinstance(value, bool)
-    if bad_type or value < low or (high is not None and value >= high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high})"
+def _check(name, value, low, kind=numbers.Real):
+    if not isinstance(value, kind) or isinstance(value, bool) or value < low:
+        what = "an int" if kind is numbers.Integral else "a number"
         raise ValueError(
-            f"`{name}` must be a {kind.__name__.lower()} {bound}. "
-            f"Received: {name}={value!r}"
+            f"`{name}` must be {what} >= {low}. Received: {name}={value!r}"
         )
 
 
@@ -91,10 +89,10 @@ def make_shifted_moons(n_per_domain=500, angle_degrees=35.0, noise=0.1,
             f"Received: angle_degrees={angle_degrees!r}"
         )
     _check("noise", noise, 0.0)
-    _check("test_fraction", test_fraction, 0.0, 1.0)
-    if test_fraction == 0.0:
+    if (not isinstance(test_fraction, numbers.Real)
+            or not 0.0 < test_fraction < 1.0):
         raise ValueError(
-            "`test_fraction` must be > 0. "
+            "`test_fraction` must be a number in (0, 1). "
             f"Received: test_fraction={test_fraction!r}"
         )
     _check("seed", seed, 0, kind=numbers.Integral)
