@@ -501,6 +501,12 @@ def _print_scaling(results, repeats, out):
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(),
               file=out)
+    if not results["device"].startswith("CPU only"):
+        return
+    print("note: no GPU. mixed_float16 has no float16 hardware to use here "
+          "and is expected to be no faster; the mirrored replicas share "
+          "the same cores. GPU expectations (not measured): "
+          "book/practice/scaling_up.ipynb", file=out)
 
 
 def main(argv=None):

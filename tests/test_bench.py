@@ -70,6 +70,17 @@ def test_scaling_unknown_configuration_raises():
         bench.bench_scaling(["tpu"], **SCALING_TINY)
 
 
+def test_scaling_mirrored_without_two_devices_raises():
+    import tensorflow as tf
+
+    tf.config.list_logical_devices("CPU")  # starts TF: too late to split
+    if (len(tf.config.list_logical_devices("CPU")) >= 2
+            or tf.config.list_logical_devices("GPU")):
+        pytest.skip("this process already has two devices")
+    with pytest.raises(RuntimeError, match="two devices"):
+        bench.bench_scaling(["mirrored"], **SCALING_TINY)
+
+
 def test_split_cpu_bad_count_raises():
     with pytest.raises(ValueError, match="num_devices"):
         bench.split_cpu(0)
