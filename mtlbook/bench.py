@@ -159,8 +159,8 @@ SCALING_CONFIGURATIONS = {
     "arrays": "fit on NumPy arrays (baseline)",
     "tf.data": "from_tensor_slices > cache > shuffle > batch > prefetch",
     "map": "PNG decode + augment per example, serial map",
-    "parallel map": "PNG decode + augment, num_parallel_calls=AUTOTUNE",
-    "cache + parallel map": "decode > cache > shuffle > parallel augment",
+    "parallel-map": "PNG decode + augment, num_parallel_calls=AUTOTUNE",
+    "cache-parallel-map": "decode > cache > shuffle > parallel augment",
     "xla": "NumPy arrays, compile(jit_compile=True)",
     "mixed_float16": "NumPy arrays, mixed_float16 policy",
     "mirrored": "NumPy arrays, MirroredStrategy on 2 devices",
@@ -315,8 +315,8 @@ def _pipelines(x, y, batch_size, image_size):
     return {
         name: dataset.batch(batch_size).prefetch(autotune)
         for name, dataset in (
-            ("tf.data", plain), ("map", serial), ("parallel map", parallel),
-            ("cache + parallel map", cached),
+            ("tf.data", plain), ("map", serial), ("parallel-map", parallel),
+            ("cache-parallel-map", cached),
         )
     }
 
@@ -416,7 +416,6 @@ def bench_scaling(configurations=None, repeats=5, steps=30, batch_size=64,
     results["rows"]["xla"]["ratio"]
     ```
     """
-    import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
     out = sys.stdout if out is None else out

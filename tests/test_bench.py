@@ -41,7 +41,7 @@ SCALING_TINY = dict(repeats=1, steps=2, batch_size=8, image_size=8, width=2)
 
 def test_scaling_returns_a_ratio_per_configuration():
     out = io.StringIO()
-    names = ["tf.data", "cache + parallel map", "xla", "mixed_float16"]
+    names = ["tf.data", "cache-parallel-map", "xla", "mixed_float16"]
     results = bench.bench_scaling(names, out=out, **SCALING_TINY)
     assert list(results["rows"]) == ["arrays", *names]
     assert results["rows"]["arrays"]["ratio"] == 1.0
