@@ -21,6 +21,7 @@ separate one per model, so baselines never share weights by accident).
 """
 
 import keras
+import numpy as np
 
 from mtlbook.layers.cross_stitch import CrossStitch
 from mtlbook.layers.dense_stack import DenseStack, check_units
@@ -240,7 +241,20 @@ def gate_weights(model, x, layer_name="experts", batch_size=1024):
             "`layer_name` must name an MMoE, CGC or PLE layer. "
             f"Received: layer_name={layer_name!r} ({type(layer).__name__})"
         )
-    below = keras.Model(model.inputs, layer.input)
-    features = below.predict(x, batch_size=batch_size, verbose=0)
-    _, gates = layer(features, return_gates=True)
-    return [keras.ops.convert_to_numpy(g) for g in gates]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
+            or batch_size < 1:
+        raise ValueError(
+            "`batch_size` must be a positive int. "
+            f"Received: batch_size={batch_size!r}"
+        )
+    if len(x) == 0:
+        raise ValueError("`x` must hold at least one input. Received: 0")
+    below = keras.Model(model.input, layer.input)
+    # Eager calls, not `predict`: a new sub-model per call would trace a new
+    # predict function each time (and TensorFlow warns about retracing).
+    batches = []
+    for start in range(0, len(x), batch_size):
+        features = below(x[start:start + batch_size], training=False)
+        _, gates = layer(features, return_gates=True)
+        batches.append([keras.ops.convert_to_numpy(g) for g in gates])
+    return [np.concatenate(task) for task in zip(*batches)]

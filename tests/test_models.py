@@ -89,6 +89,19 @@ def test_gate_weights_are_distributions_per_task():
     assert ple[0].shape == (8, 2)
 
 
+def test_gate_weights_batches_match_one_batch():
+    x, _ = data()
+    model = BUILDERS["mmoe"]()
+    whole = models.gate_weights(model, x)
+    batched = models.gate_weights(model, x, batch_size=3)  # 3 + 3 + 2
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="batch_size"):
+        models.gate_weights(model, x, batch_size=0)
+    with pytest.raises(ValueError, match="`x`"):
+        models.gate_weights(model, x[:0])
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="tasks"):
         models.shared_bottom((6,), {"a": 0})
