@@ -20,6 +20,14 @@ import tensorflow as tf
 from mtlbook.layers.gradient_reversal import GradientReversal, dann_lambda
 
 
+def _check(name, value, low, kind=numbers.Real):
+    if not isinstance(value, kind) or isinstance(value, bool) or value < low:
+        what = "an int" if kind is numbers.Integral else "a float"
+        raise ValueError(
+            f"`{name}` must be {what} >= {low}. Received: {name}={value!r}"
+        )
+
+
 def domain_adversarial_model(feature_extractor, num_classes,
                              domain_units=(32,), lambda_=0.0, name="dann"):
     """A label head and a reversed-gradient domain head on shared features.
@@ -60,12 +68,7 @@ def domain_adversarial_model(feature_extractor, num_classes,
             "`feature_extractor` must be a keras.Model. "
             f"Received: feature_extractor={type(feature_extractor).__name__}"
         )
-    if (not isinstance(num_classes, numbers.Integral)
-            or isinstance(num_classes, bool) or num_classes < 2):
-        raise ValueError(
-            "`num_classes` must be an int >= 2. "
-            f"Received: num_classes={num_classes!r}"
-        )
+    _check("num_classes", num_classes, 2, numbers.Integral)
     domain_units = tuple(domain_units)
     if not all(isinstance(u, numbers.Integral) and u > 0 for u in domain_units):
         raise ValueError(
@@ -139,11 +142,7 @@ class DomainAdversarialTrainer:
                 "`optimizer` must be a keras.optimizers.Optimizer. "
                 f"Received: optimizer={type(optimizer).__name__}"
             )
-        if not isinstance(domain_weight, numbers.Real) or domain_weight < 0:
-            raise ValueError(
-                "`domain_weight` must be a float >= 0. "
-                f"Received: domain_weight={domain_weight!r}"
-            )
+        _check("domain_weight", domain_weight, 0)
         self.model, self.optimizer = model, optimizer
         self.reversal = reversal[0]
         self.domain_weight = float(domain_weight)
@@ -244,22 +243,11 @@ class DomainAdversarialTrainer:
             dict of lists, one entry per `log_every` steps: `step`,
             `lambda`, `label_loss`, `domain_loss`, `domain_accuracy`.
         """
-        for name, value in (("steps", steps), ("log_every", log_every)):
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be an int >= 1. Received: {name}={value!r}"
-                )
-        if batch_size is not None and (
-                not isinstance(batch_size, numbers.Integral) or batch_size < 1):
-            raise ValueError(
-                "`batch_size` must be None or an int >= 1. "
-                f"Received: batch_size={batch_size!r}"
-            )
-        if not isinstance(lambda_max, numbers.Real) or lambda_max < 0:
-            raise ValueError(
-                "`lambda_max` must be a float >= 0. "
-                f"Received: lambda_max={lambda_max!r}"
-            )
+        _check("steps", steps, 1, numbers.Integral)
+        _check("log_every", log_every, 1, numbers.Integral)
+        if batch_size is not None:
+            _check("batch_size", batch_size, 1, numbers.Integral)
+        _check("lambda_max", lambda_max, 0)
         source_x = np.asarray(source_x, "float32")
         source_y = np.asarray(source_y, "int32")
         target_x = np.asarray(target_x, "float32")

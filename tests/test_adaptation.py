@@ -264,6 +264,7 @@ def test_trainer_rejects_bad_arguments(kwargs, error, match):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"steps": 0}, "steps"),
+    ({"steps": True}, "steps"),
     ({"log_every": 0}, "log_every"),
     ({"batch_size": 0}, "batch_size"),
     ({"lambda_max": -1.0}, "lambda_max"),
