@@ -146,12 +146,17 @@ def _print_table(results, tasks, names, out):
             for name in names]
     rows.append(["keras ms/step"]
                 + [f"{results[(t, 'keras_ms')]:.2f}" for t in tasks])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in
-              range(len(header))]
     print("time per training step / plain Keras fit (median of repeats)",
           file=out)
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)), file=out)
+    _print_columns([header, *rows], out)
+
+
+def _print_columns(rows, out):
+    """Prints rows of strings as left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(),
+              file=out)
 
 
 # ------------------------------------------------------------------ scaling
@@ -491,15 +496,11 @@ def _print_scaling(results, repeats, out):
     rows = [[name, f"{r['ratio']:.2f}", f"{r['low']:.2f}-{r['high']:.2f}",
              r["devices"], r["what"]]
             for name, r in results["rows"].items()]
-    widths = [max(len(r[i]) for r in [header, *rows])
-              for i in range(len(header))]
     print("time per training step / fit on NumPy arrays "
           "(median of repeats; < 1 is faster)", file=out)
     print(f"device: {results['device']}; baseline "
           f"{results['baseline_ms']:.2f} ms/step", file=out)
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(),
-              file=out)
+    _print_columns([header, *rows], out)
     if not results["device"].startswith("CPU only"):
         return
     print("note: no GPU. mixed_float16 has no float16 hardware to use here "
