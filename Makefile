@@ -12,14 +12,15 @@ STAMP := $(VENV)/.installed
 JB_FLAGS := -W -n --keep-going
 
 # The one place where the environment of every kernel is set: quiet
-# TensorFlow start-up logs, deterministic oneDNN-free CPU kernels, no GUI.
+# TensorFlow start-up logs, deterministic oneDNN-free CPU kernels. Never set
+# MPLBACKEND here: under Agg a kernel displays no figure, so the book would
+# have none (tests/test_figures.py checks this environment).
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test check-book venv clean
+.PHONY: book test check-book execute venv clean
 
 venv: $(STAMP)
 
@@ -48,6 +49,12 @@ check-book: $(STAMP)
 	$(BIN)/jupyter-book build . $(JB_FLAGS) --config _build/check/_config.yml \
 		--path-output _build/check
 	@echo "Book check passed (no warnings)."
+
+# Run chapters as the book build does, keeping outputs and figures in
+# _build/executed/ (never in book/):
+#   make execute NB="book/multitask/loss_weighting.ipynb ..."
+execute: $(STAMP)
+	$(BIN)/python tools/execute.py $(NB)
 
 clean:
 	rm -rf _build .jupyter_cache
