@@ -20,7 +20,7 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test check-book execute venv clean
+.PHONY: book test check-book check-rendered execute dist venv clean
 
 venv: $(STAMP)
 
@@ -48,7 +48,24 @@ check-book: $(STAMP)
 	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/check/_config.yml
 	$(BIN)/jupyter-book build . $(JB_FLAGS) --config _build/check/_config.yml \
 		--path-output _build/check
+	$(BIN)/python tools/check_rendered.py --static _build/check/_build/html
 	@echo "Book check passed (no warnings)."
+
+# What a reader sees, on the executed book of `make book`: every cell that
+# draws shows its figure, no error/stderr output, every figure captioned,
+# formulas typeset by the bundled MathJax and code within the page, checked
+# in headless Chromium (Debian: apt-get install chromium). Screenshots of
+# every page go to _build/screenshots/.
+check-rendered: book
+	$(BIN)/python tools/check_rendered.py --browser \
+		--screenshots _build/screenshots _build/html
+
+# The release files (sdist + wheel) in dist/, checked with twine; see
+# "Publishing a release" in CONTRIBUTING.md.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
 
 # Run chapters as the book build does, keeping outputs and figures in
 # _build/executed/ (never in book/):

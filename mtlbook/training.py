@@ -1,14 +1,17 @@
 """`MultiTaskModel`: a Keras model whose `fit` applies a multi-task strategy.
 
-`keras.Model.compile` only takes fixed float `loss_weights` and, in Keras 3,
-logs one total loss. `MultiTaskModel` computes one loss per task in its
-`train_step`, combines them with a strategy from `mtlbook.weighting` (a
-loss weighting, or a gradient method on the shared parameters), and logs
-each task's loss, metrics and weight, plus optionally the mean pairwise
-cosine similarity of the task gradients on the shared parameters. It works
-with ordinary `compile` / `fit` / `evaluate`, `tf.data`, Keras callbacks,
-`.keras` saving, `tf.distribute.MirroredStrategy` and the `mixed_float16`
-policy.
+A plain multi-output `keras.Model` already computes and logs one loss per
+output (`a_loss`, `val_b_loss`, ... in `history.history`), but combines them
+with fixed float `loss_weights` only. `MultiTaskModel` adds what Keras does
+not do: task weights that change during training (a strategy from
+`mtlbook.weighting`: uncertainty weighting, DWA, GradNorm, ...), gradient
+methods that combine the per-task gradients of the shared parameters
+(PCGrad, MGDA, CAGrad) while each task head gets its own task's gradient,
+the current task weights in the logs (`<task>_weight`), and optionally the
+mean pairwise cosine of the task gradients on the shared parameters
+(`gradient_cosine`). It works with ordinary `compile` / `fit` / `evaluate`,
+`tf.data`, Keras callbacks, `.keras` saving,
+`tf.distribute.MirroredStrategy` and the `mixed_float16` policy.
 
 Example:
 
