@@ -97,8 +97,14 @@ def test_to_dataset_batches_dict_labels():
 
 def test_to_dataset_shuffle_is_seeded():
     x = np.arange(20, dtype="float32")[:, None]
-    first = [b.numpy() for b in data.to_dataset(x, batch_size=20, shuffle=True, seed=1)]
-    again = [b.numpy() for b in data.to_dataset(x, batch_size=20, shuffle=True, seed=1)]
+    first = [
+        b.numpy()
+        for b in data.to_dataset(x, batch_size=20, shuffle=True, seed=1)
+    ]
+    again = [
+        b.numpy()
+        for b in data.to_dataset(x, batch_size=20, shuffle=True, seed=1)
+    ]
     np.testing.assert_array_equal(first[0], again[0])
 
 
@@ -138,7 +144,9 @@ def test_load_mnist_reads_a_keras_format_file(tmp_path):
     )
 
 
-def test_load_mnist_downloads_through_keras_with_checksum(tmp_path, monkeypatch):
+def test_load_mnist_downloads_through_keras_with_checksum(
+    tmp_path, monkeypatch
+):
     path = write_mnist_npz(tmp_path / "mnist.npz")
     calls = []
 
@@ -148,7 +156,9 @@ def test_load_mnist_downloads_through_keras_with_checksum(tmp_path, monkeypatch)
 
     monkeypatch.setattr("keras.utils.get_file", fake_get_file)
     splits = data.load_mnist(tasks=("digit",))
-    assert calls == [("mnist.npz", online._ORIGIN + "mnist.npz", online.MNIST_SHA256)]
+    assert calls == [
+        ("mnist.npz", online._ORIGIN + "mnist.npz", online.MNIST_SHA256)
+    ]
     assert set(splits["train"].y) == {"digit"}
 
 

@@ -15,7 +15,9 @@ def test_shapes_ranges_and_labels_match_the_digits():
         assert target[name].x.shape == source[name].x.shape[:-1] + (3,)
         assert target[name].x.dtype == np.float32
         assert 0.0 <= target[name].x.min() and target[name].x.max() <= 1.0
-        np.testing.assert_array_equal(target[name].y["digit"], source[name].y["digit"])
+        np.testing.assert_array_equal(
+            target[name].y["digit"], source[name].y["digit"]
+        )
 
 
 def test_deterministic_and_seed_dependent():
@@ -30,6 +32,8 @@ def test_blend_is_absolute_difference():
     black = np.zeros((3, 8, 8), "float32")
     white = np.ones((3, 8, 8), "float32")
     patches = blend_with_patches(black, seed=0)
-    np.testing.assert_allclose(blend_with_patches(white, seed=0), 1.0 - patches, atol=1e-6)
+    np.testing.assert_allclose(
+        blend_with_patches(white, seed=0), 1.0 - patches, atol=1e-6
+    )
     with pytest.raises(ValueError, match="images"):
         blend_with_patches(np.zeros((3, 8, 6)))

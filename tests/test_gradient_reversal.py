@@ -27,7 +27,8 @@ def test_forward_is_identity_and_gradient_is_reversed():
 
 def test_lambda_is_a_non_trainable_weight_that_can_change():
     layer = GradientReversal(1.0)
-    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 1
+    assert layer.trainable_weights == []
+    assert len(layer.non_trainable_weights) == 1
     layer.lambda_.assign(0.25)
     x = tf.ones((2, 2))
     with tf.GradientTape() as tape:
@@ -48,13 +49,18 @@ def test_config_round_trip_and_save_load(tmp_path):
     clone = GradientReversal.from_config(layer.get_config())
     assert clone.initial_lambda == 0.3 and clone.name == "reversal"
     inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.Dense(2)(GradientReversal(0.5)(inputs)))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2)(GradientReversal(0.5)(inputs))
+    )
     model.get_layer(index=1).lambda_.assign(0.9)
     model.save(tmp_path / "m.keras")
     restored = keras.saving.load_model(tmp_path / "m.keras")
     x = np.ones((2, 3), "float32")
-    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0))
-    assert float(restored.get_layer(index=1).lambda_.numpy()) == pytest.approx(0.9)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    restored_lambda = float(restored.get_layer(index=1).lambda_.numpy())
+    assert restored_lambda == pytest.approx(0.9)
 
 
 def test_fit_pushes_features_against_the_head():
@@ -63,7 +69,9 @@ def test_fit_pushes_features_against_the_head():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4, name="encoder")(inputs)
-    output = keras.layers.Dense(1, trainable=False)(GradientReversal(1.0)(hidden))
+    output = keras.layers.Dense(1, trainable=False)(
+        GradientReversal(1.0)(hidden)
+    )
     model = keras.Model(inputs, output)
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
@@ -78,7 +86,9 @@ def test_fit_pushes_features_against_the_head():
 def test_dann_lambda_values():
     assert dann_lambda(0.0) == 0.0
     assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
-    assert dann_lambda(1.0, maximum=0.5) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+    assert dann_lambda(1.0, maximum=0.5) == pytest.approx(
+        0.5 * (2 / (1 + math.exp(-10)) - 1)
+    )
     with pytest.raises(ValueError, match="progress"):
         dann_lambda(1.5)
 
@@ -89,9 +99,11 @@ def test_schedule_callback_sets_lambda_during_fit():
     model = keras.Model(inputs, keras.layers.Dense(1)(reversal(inputs)))
     model.compile(optimizer="sgd", loss="mse")
     schedule = DANNSchedule(reversal, total_steps=4)
-    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, epochs=1, verbose=0,
-              callbacks=[schedule])
-    assert schedule.values == pytest.approx([dann_lambda(p / 4) for p in range(4)])
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, epochs=1,
+              verbose=0, callbacks=[schedule])
+    assert schedule.values == pytest.approx(
+        [dann_lambda(p / 4) for p in range(4)]
+    )
     assert float(reversal.lambda_.numpy()) == pytest.approx(schedule.values[-1])
     with pytest.raises(TypeError, match="layer"):
         DANNSchedule(keras.layers.Dense(1), total_steps=4)

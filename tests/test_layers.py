@@ -110,7 +110,9 @@ def test_cross_stitch_save_load_and_fit(tmp_path):
     assert not np.allclose(model.layers[2].get_weights()[0], before[0])
     model.save(tmp_path / "model.keras")
     restored = keras.saving.load_model(tmp_path / "model.keras")
-    for p, q in zip(model.predict(x, verbose=0), restored.predict(x, verbose=0)):
+    for p, q in zip(
+        model.predict(x, verbose=0), restored.predict(x, verbose=0)
+    ):
         np.testing.assert_allclose(p, q, rtol=1e-6)
 
 
@@ -273,7 +275,9 @@ def test_save_and_load_without_custom_objects(name, tmp_path):
     model.save(tmp_path / "model.keras")
     restored = keras.saving.load_model(tmp_path / "model.keras")
     x = data()
-    for a, b in zip(model.predict(x, verbose=0), restored.predict(x, verbose=0)):
+    for a, b in zip(
+        model.predict(x, verbose=0), restored.predict(x, verbose=0)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
@@ -286,5 +290,7 @@ def test_one_fit_step_changes_the_weights(name):
     x = data(16)
     targets = [np.ones((16, o.shape[-1]), "float32") for o in model.outputs]
     model.fit(x, targets, epochs=1, batch_size=16, verbose=0)
-    changed = [not np.allclose(a, b) for a, b in zip(before, model.get_weights())]
+    changed = [
+        not np.allclose(a, b) for a, b in zip(before, model.get_weights())
+    ]
     assert np.mean(changed) > 0.5

@@ -77,7 +77,9 @@ def resize_images(images, size):
             f"Received: images.shape={images.shape}"
         )
     if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"`size` must be a positive int. Received: size={size!r}")
+        raise ValueError(
+            f"`size` must be a positive int. Received: size={size!r}"
+        )
     rows = _interpolation_matrix(images.shape[1], size)
     cols = _interpolation_matrix(images.shape[2], size)
     return np.einsum("ij,njk,lk->nil", rows, images, cols).astype("float32")
@@ -170,7 +172,8 @@ def load_digits(
     ):
         if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             raise ValueError(
-                f"`{name}` must be a float in [0, 1). Received: {name}={value!r}"
+                f"`{name}` must be a float in [0, 1). "
+                f"Received: {name}={value!r}"
             )
     if test_fraction <= 0 or validation_fraction + test_fraction >= 1.0:
         raise ValueError(

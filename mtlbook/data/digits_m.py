@@ -15,7 +15,10 @@ from mtlbook.data.digits import Split, load_digits
 def _photos():
     from sklearn.datasets import load_sample_images
 
-    return [image.astype("float32") / 255.0 for image in load_sample_images().images]
+    return [
+        image.astype("float32") / 255.0
+        for image in load_sample_images().images
+    ]
 
 
 def blend_with_patches(images, seed=0):
@@ -77,6 +80,8 @@ def make_digits_m(tasks=("digit",), image_size=28, validation_fraction=0.0,
                          validation_fraction=validation_fraction,
                          test_fraction=test_fraction, seed=seed)
     return {
-        name: Split(blend_with_patches(split.x[..., 0], seed=seed + offset), split.y)
+        name: Split(
+            blend_with_patches(split.x[..., 0], seed=seed + offset), split.y
+        )
         for offset, (name, split) in enumerate(splits.items(), start=1)
     }

@@ -61,7 +61,10 @@ def make_multidigits(n_train=4000, n_validation=500, n_test=1000,
     _check_count("n_validation", n_validation, 0)
     _check_count("n_test", n_test, 1)
     _check_count("image_size", image_size, 2)
-    if not isinstance(digit_size, (int, np.integer)) or not 0 < digit_size < image_size:
+    if (
+        not isinstance(digit_size, (int, np.integer))
+        or not 0 < digit_size < image_size
+    ):
         raise ValueError(
             "`digit_size` must be an int in (0, image_size). "
             f"Received: digit_size={digit_size!r}, image_size={image_size}"

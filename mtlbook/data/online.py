@@ -15,7 +15,9 @@ import numpy as np
 from mtlbook.data.digits import DIGIT_TASKS, Split, split_indices
 
 _ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+MNIST_SHA256 = (
+    "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+)
 FASHION_FILES = {
     "train_labels": "train-labels-idx1-ubyte.gz",
     "train_images": "train-images-idx3-ubyte.gz",
@@ -58,10 +60,15 @@ def _make_splits(x_train, c_train, x_test, c_test, tasks, task_fns,
     if validation_fraction > 0:
         parts = split_indices(
             c_train,
-            {"train": 1.0 - validation_fraction, "validation": validation_fraction},
+            {
+                "train": 1.0 - validation_fraction,
+                "validation": validation_fraction,
+            },
             seed=seed,
         )
-        splits["train"] = split(x_train[parts["train"]], c_train[parts["train"]])
+        splits["train"] = split(
+            x_train[parts["train"]], c_train[parts["train"]]
+        )
         splits["validation"] = split(
             x_train[parts["validation"]], c_train[parts["validation"]]
         )
@@ -96,15 +103,19 @@ def load_mnist(tasks=("digit", "parity"), validation_fraction=0.0, path=None,
             "mnist.npz", origin=_ORIGIN + "mnist.npz", file_hash=MNIST_SHA256
         )
     if not os.path.isfile(path):
-        raise ValueError(f"`path` must be an existing .npz file. Received: path={path!r}")
+        raise ValueError(
+            "`path` must be an existing .npz file. "
+            f"Received: path={path!r}"
+        )
     with np.load(path) as archive:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+        names = ("x_train", "y_train", "x_test", "y_test")
+        missing = set(names) - set(archive.files)
         if missing:
             raise ValueError(
                 f"`path` must hold arrays x_train, y_train, x_test, y_test. "
                 f"Received: path={path!r} without {sorted(missing)}"
             )
-        arrays = [archive[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        arrays = [archive[k] for k in names]
     return _make_splits(*arrays, tasks, DIGIT_TASKS, validation_fraction, seed)
 
 
@@ -136,7 +147,9 @@ def load_fashion_mnist(tasks=("item", "footwear"), validation_fraction=0.0,
     for key, name in FASHION_FILES.items():
         if directory is None:
             paths[key] = keras.utils.get_file(
-                name, origin=_ORIGIN + name, cache_subdir="datasets/fashion-mnist"
+                name,
+                origin=_ORIGIN + name,
+                cache_subdir="datasets/fashion-mnist",
             )
         else:
             paths[key] = os.path.join(directory, name)

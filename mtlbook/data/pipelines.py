@@ -34,7 +34,8 @@ def to_dataset(
 
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+            "`batch_size` must be a positive int. "
+            f"Received: batch_size={batch_size!r}"
         )
     x = np.asarray(x)
     if y is not None:
@@ -52,7 +53,9 @@ def to_dataset(
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            len(x), seed=seed, reshuffle_each_iteration=True
+        )
     if repeat:
         dataset = dataset.repeat()
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -11,7 +11,11 @@ import numpy as np
 from mtlbook.data.digits import Split
 
 SHAPES = ("square", "circle", "triangle")
-COLORS = {"red": (0.9, 0.2, 0.2), "green": (0.2, 0.85, 0.3), "blue": (0.25, 0.35, 0.95)}
+COLORS = {
+    "red": (0.9, 0.2, 0.2),
+    "green": (0.2, 0.85, 0.3),
+    "blue": (0.25, 0.35, 0.95),
+}
 # rotational symmetry period of each shape, in radians (circle: none)
 _PERIOD = {"square": np.pi / 2, "circle": None, "triangle": 2 * np.pi / 3}
 
@@ -44,7 +48,8 @@ def _render(factors, image_size, rng):
         rows = factors["shape"] == index
         mask[rows] = _inside(shape, u[rows], v[rows])
     palette = np.array(list(COLORS.values()), "float32")[factors["color"]]
-    images = rng.uniform(0.0, 0.1, (n, image_size, image_size, 3)).astype("float32")
+    images = rng.uniform(0.0, 0.1, (n, image_size, image_size, 3))
+    images = images.astype("float32")
     images = np.where(mask[..., None], palette[:, None, None, :], images)
     return images.astype("float32")
 
@@ -90,7 +95,8 @@ def make_shapes(n_train=4000, n_validation=500, n_test=1000, image_size=32,
                                  ("image_size", image_size, 16)):
         if not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(
-                f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
+                f"`{name}` must be an int >= {minimum}. "
+                f"Received: {name}={value!r}"
             )
     rng = np.random.default_rng(seed)
     splits = {}

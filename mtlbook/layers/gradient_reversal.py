@@ -119,7 +119,8 @@ class DANNSchedule(keras.callbacks.Callback):
             )
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(
-                f"`total_steps` must be a positive int. Received: total_steps={total_steps!r}"
+                "`total_steps` must be a positive int. "
+                f"Received: total_steps={total_steps!r}"
             )
         self.layer, self.total_steps = layer, total_steps
         self.gamma, self.maximum = gamma, maximum
