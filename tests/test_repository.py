@@ -103,10 +103,14 @@ def test_notebook_installs_the_pinned_release(path):
     assert "git+" not in install and "github.com" not in install, path.name
 
 
-def test_readme_installs_the_pinned_release():
-    readme = (ROOT / "README.md").read_text()
-    assert f"mtlbook=={VERSION}" in readme
-    assert "git+https://" not in readme
+@pytest.mark.parametrize(
+    "document", ["README.md", "CONTRIBUTING.md", "book/intro.md"]
+)
+def test_documents_install_the_pinned_release(document):
+    text = (ROOT / document).read_text()
+    pins = re.findall(r"mtlbook==([\w.]+)", text)
+    assert pins and set(pins) == {VERSION}, (document, pins)
+    assert "git+https://" not in text, document
 
 
 def test_repository_url_is_one_setting():
