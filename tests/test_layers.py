@@ -202,7 +202,7 @@ def test_cgc_value_by_hand():
     layer.build((None, 2))
     scales = {"task_0_expert_0": 1.0, "task_1_expert_0": 5.0,
               "shared_expert_0": -2.0}
-    experts = layer.task_experts[0] + layer.task_experts[1]
+    experts = layer.experts_of_task(0) + layer.experts_of_task(1)
     for expert in experts + layer.shared_experts:
         expert.dense_layers[0].set_weights(
             [scales[expert.name] * np.eye(2, dtype="float32"),
@@ -279,6 +279,20 @@ def test_save_and_load_without_custom_objects(name, tmp_path):
         model.predict(x, verbose=0), restored.predict(x, verbose=0)
     ):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_save_and_load_restores_every_weight_exactly(name, tmp_path):
+    # Keras before 3.15 silently skipped the weights of layers held in
+    # nested lists (CGC's experts once were): the reloaded model then had
+    # fresh random weights that predictions alone might not reveal.
+    model = model_with(name)
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    saved, loaded = model.get_weights(), restored.get_weights()
+    assert len(saved) == len(loaded) == len(model.weights)
+    for a, b in zip(saved, loaded):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

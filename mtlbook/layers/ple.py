@@ -79,9 +79,12 @@ class CGC(keras.layers.Layer):
             return DenseStack(self.expert_units, activation=expert_activation,
                               name=name)
 
+        # One flat list, task by task (task t's experts are
+        # `experts_of_task(t)`): Keras before 3.15 silently skips the weights
+        # of layers inside nested lists when saving a `.keras` file.
         self.task_experts = [
-            [stack(f"task_{t}_expert_{k}") for k in range(num_task_experts)]
-            for t in range(num_tasks)
+            stack(f"task_{t}_expert_{k}")
+            for t in range(num_tasks) for k in range(num_task_experts)
         ]
         self.shared_experts = [
             stack(f"shared_expert_{k}") for k in range(num_shared_experts)
@@ -95,6 +98,11 @@ class CGC(keras.layers.Layer):
         if self.output_shared:
             total = num_tasks * num_task_experts + num_shared_experts
             self.shared_gate = keras.layers.Dense(total, name="shared_gate")
+
+    def experts_of_task(self, task):
+        """The `num_task_experts` expert layers of task index `task`."""
+        start = task * self.num_task_experts
+        return self.task_experts[start:start + self.num_task_experts]
 
     def _split_inputs(self, inputs, is_list):
         if is_list:
@@ -113,7 +121,7 @@ class CGC(keras.layers.Layer):
         )
         task_shapes, shared_shape = self._split_inputs(input_shape, is_list)
         for t, shape in enumerate(task_shapes):
-            for layer in self.task_experts[t] + [self.task_gates[t]]:
+            for layer in self.experts_of_task(t) + [self.task_gates[t]]:
                 layer.build(shape)
         for layer in self.shared_experts:
             layer.build(shared_shape)
@@ -125,8 +133,8 @@ class CGC(keras.layers.Layer):
             inputs, isinstance(inputs, (list, tuple))
         )
         shared = [f(shared_input) for f in self.shared_experts]
-        own = [[f(h) for f in experts]
-               for experts, h in zip(self.task_experts, task_inputs)]
+        own = [[f(h) for f in self.experts_of_task(t)]
+               for t, h in enumerate(task_inputs)]
         outputs, gates = [], []
         for t, h in enumerate(task_inputs):
             experts = ops.stack(own[t] + shared, axis=1)
