@@ -3,6 +3,8 @@
 This is the only mtlbook module that imports matplotlib.
 """
 
+import numbers
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -44,10 +46,12 @@ def plot_history(history, tasks, metric="loss", title=None):
     logs = _history_dict(history)
     if isinstance(tasks, str) or not tasks:
         raise ValueError(
-            f"`tasks` must be a non-empty sequence of names. Received: tasks={tasks!r}"
+            "`tasks` must be a non-empty sequence of names. "
+            f"Received: tasks={tasks!r}"
         )
+    # At most 10 inches wide: the book's page is about 800 pixels wide.
     figure, axes = plt.subplots(
-        1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False
+        1, len(tasks), figsize=(min(4 * len(tasks), 10), 3), squeeze=False
     )
     for axis, task in zip(axes[0], tasks):
         key = f"{task}_{metric}"
@@ -153,17 +157,31 @@ def plot_curves_with_spread(curves, xlabel, ylabel, title=None, log_x=True):
     return figure
 
 
-def plot_task_weights(weights, tasks, title=None, axis=None):
+def plot_task_weights(weights, tasks, title=None, axis=None, log_y=False,
+                      steps_per_epoch=None):
     """Plots each task's loss weight over training steps.
 
     Args:
-        weights: array `(steps, T)`, e.g. `np.array(TaskWeightHistory().weights)`.
+        weights: array `(steps, T)`, e.g.
+            `np.array(TaskWeightHistory().weights)`.
         tasks: sequence of the `T` task names.
         title: optional axis title.
         axis: optional matplotlib Axes to draw on.
+        log_y: bool. Logarithmic weight axis, for weights that differ by
+            orders of magnitude (e.g. inverse-loss weights).
+        steps_per_epoch: optional int. Draws a dotted vertical line at
+            every epoch boundary.
 
     Returns:
         A matplotlib Figure.
+
+    Example:
+
+    ```python
+    recorder = TaskWeightHistory()
+    model.fit(..., callbacks=[recorder])
+    plot_task_weights(recorder.weights, ["shape", "x"], log_y=True)
+    ```
     """
     weights = np.asarray(weights)
     if weights.ndim != 2 or weights.shape[1] != len(tasks):
@@ -171,29 +189,54 @@ def plot_task_weights(weights, tasks, title=None, axis=None):
             "`weights` must have shape (steps, len(tasks)). "
             f"Received: weights.shape={weights.shape}, tasks={list(tasks)}"
         )
+    if steps_per_epoch is not None and (
+        not isinstance(steps_per_epoch, numbers.Integral) or steps_per_epoch < 1
+    ):
+        raise ValueError(
+            "`steps_per_epoch` must be a positive int or None. "
+            f"Received: steps_per_epoch={steps_per_epoch!r}"
+        )
     if axis is None:
         figure, axis = plt.subplots(figsize=(5, 3))
     else:
         figure = axis.figure
+    if steps_per_epoch:
+        for step in range(steps_per_epoch, len(weights), steps_per_epoch):
+            axis.axvline(step, color="0.8", linestyle=":", linewidth=1)
     for index, task in enumerate(tasks):
         axis.plot(weights[:, index], label=task)
+    if log_y:
+        axis.set_yscale("log")
     axis.set(xlabel="training step", ylabel="task weight", title=title)
-    axis.legend()
+    axis.legend(title="task", fontsize="small")
     figure.tight_layout()
     return figure
 
 
-def plot_gradient_conflict(cosines, window=10, title=None):
+def plot_gradient_conflict(cosines, window=10, title=None, bins=30):
     """Histogram and time course of per-step gradient cosine similarities.
+
+    Both panels mark the cosine 0 with a black line: below it the task
+    gradients conflict (a step that helps one task hurts the other to first
+    order); the histogram shades that region.
 
     Args:
         cosines: sequence of per-step mean pairwise cosines (e.g.
             `GradientConflictHistory().cosines`).
         window: int. Width of the moving average drawn over time.
         title: optional figure title.
+        bins: int. Number of histogram bins.
 
     Returns:
         A matplotlib Figure with two panels.
+
+    Example:
+
+    ```python
+    conflict = GradientConflictHistory()
+    model.fit(..., callbacks=[conflict])
+    plot_gradient_conflict(conflict.cosines, title="equal weighting")
+    ```
     """
     cosines = np.asarray(cosines, dtype="float64")
     if cosines.ndim != 1 or len(cosines) == 0:
@@ -201,19 +244,91 @@ def plot_gradient_conflict(cosines, window=10, title=None):
             "`cosines` must be a non-empty 1-D sequence. "
             f"Received: shape={cosines.shape}"
         )
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
-    left.hist(cosines, bins=30)
+    if not isinstance(window, numbers.Integral) or window < 1:
+        raise ValueError(
+            f"`window` must be a positive int. Received: window={window!r}"
+        )
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.hist(cosines, bins=bins, color="tab:blue")
+    low = min(cosines.min(), 0.0)
+    left.axvspan(low, 0.0, color="tab:red", alpha=0.1,
+                 label=f"conflict: {(cosines < 0).mean():.0%} of steps")
     left.axvline(0.0, color="black", linewidth=1)
-    left.set(xlabel="cosine between task gradients", ylabel="steps")
+    left.set(xlabel="cosine between task gradients", ylabel="number of steps")
+    left.legend(fontsize="small")
     right.plot(cosines, alpha=0.4, label="per step")
     if len(cosines) >= window:
         smooth = np.convolve(cosines, np.ones(window) / window, mode="valid")
         right.plot(np.arange(window - 1, len(cosines)), smooth,
-                   label=f"moving average ({window})")
-    right.axhline(0.0, color="black", linewidth=1)
-    right.set(xlabel="training step", ylabel="cosine")
-    right.legend()
+                   label=f"moving average ({window} steps)")
+    right.axhline(0.0, color="black", linewidth=1, label="no alignment (0)")
+    right.set(xlabel="training step", ylabel="cosine between task gradients")
+    right.legend(fontsize="small")
     if title:
         figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_seed_spread(results, ylabel, title=None, axis=None, reference=None,
+                     reference_label=None):
+    """Compares methods by the mean over seeds, with error bars and seeds.
+
+    Draws, for each method, its mean as a point with a ±1 standard deviation
+    error bar, and every seed's value as a small dot next to it, so that a
+    reader sees at once whether two methods differ by more than the seeds do.
+
+    Args:
+        results: dict `{name: sequence of per-seed values}`, e.g. test
+            accuracies of three seeds per method.
+        ylabel: str. Label of the value axis, with units where there are
+            units.
+        title: optional axis title.
+        axis: optional matplotlib Axes to draw on.
+        reference: optional float. Draws a dashed horizontal line there
+            (e.g. chance accuracy).
+        reference_label: optional str. Legend entry of that line; by
+            default `"reference (<value>)"`.
+
+    Returns:
+        A matplotlib Figure.
+
+    Example:
+
+    ```python
+    plot_seed_spread({"equal": [0.81, 0.83, 0.80],
+                      "PCGrad": [0.82, 0.80, 0.81]}, "test accuracy")
+    ```
+    """
+    if not isinstance(results, dict) or not results:
+        raise ValueError(
+            "`results` must be a non-empty dict {name: per-seed values}. "
+            f"Received: results={type(results).__name__}"
+        )
+    if axis is None:
+        figure, axis = plt.subplots(figsize=(1.2 * len(results) + 2, 3))
+    else:
+        figure = axis.figure
+    for position, (name, values) in enumerate(results.items()):
+        values = np.asarray(values, dtype="float64").ravel()
+        if len(values) == 0:
+            raise ValueError(
+                "`results` values must be non-empty sequences. "
+                f"Received: results[{name!r}] with 0 values"
+            )
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        axis.errorbar(position, values.mean(), yerr=std, fmt="o",
+                      color="tab:blue", capsize=4,
+                      label="mean ± 1 std" if position == 0 else None)
+        axis.plot(np.full(len(values), position + 0.15), values, ".",
+                  color="0.5", label="one seed" if position == 0 else None)
+    if reference is not None:
+        label = reference_label or f"reference ({reference:.3g})"
+        axis.axhline(reference, color="black", linestyle="--", linewidth=1,
+                     label=label)
+    axis.set_xticks(range(len(results)), list(results))
+    axis.set_xlim(-0.5, len(results) - 0.5)
+    axis.set(ylabel=ylabel, title=title)
+    axis.legend(fontsize="small")
     figure.tight_layout()
     return figure
