@@ -60,7 +60,9 @@ def _dense(x, units, name, seed):
             "kernel", [x.shape[-1], units],
             initializer=v1.glorot_uniform_initializer(seed=seed),
         )
-        bias = v1.get_variable("bias", [units], initializer=v1.zeros_initializer())
+        bias = v1.get_variable(
+            "bias", [units], initializer=v1.zeros_initializer()
+        )
     return tf.matmul(x, kernel) + bias
 
 
@@ -70,7 +72,9 @@ def _conv_pool(x, filters, name, seed):
             "kernel", [5, 5, x.shape[-1], filters],
             initializer=v1.glorot_uniform_initializer(seed=seed),
         )
-        bias = v1.get_variable("bias", [filters], initializer=v1.zeros_initializer())
+        bias = v1.get_variable(
+            "bias", [filters], initializer=v1.zeros_initializer()
+        )
     x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
     return tf.nn.max_pool2d(x, 2, 2, "VALID")
 
@@ -83,7 +87,10 @@ def multitask_cnn_graph(
     `pixels [None, image_size**2]` -> reshape to images -> conv 32@5x5 ->
     max-pool 2 -> conv 64@5x5 -> max-pool 2 -> flatten; then, per task,
     dense `hidden` (ReLU) -> dense `classes` logits. The loss is the sum of
-    the tasks' mean sparse softmax cross-entropies.
+    the tasks' mean sparse softmax cross-entropies. The convolutions pad
+    "SAME", as TensorFlow's MNIST tutorials do (`tf.layers.conv2d` defaults
+    to "VALID"), so 28x28 images give 7x7x64 features and any
+    `image_size >= 4` works.
 
     Args:
         image_size: int. Side of the square grey input images.
@@ -103,7 +110,8 @@ def multitask_cnn_graph(
     net = multitask_cnn_graph()
     with tf.compat.v1.Session(graph=net.graph) as session:
         session.run(net.init_op)
-        feed = {net.pixels: x, net.labels["digit"]: y1, net.labels["parity"]: y2}
+        feed = {net.pixels: x, net.labels["digit"]: y1,
+                net.labels["parity"]: y2}
         session.run(net.train_op, feed)
     ```
     """
@@ -120,7 +128,9 @@ def multitask_cnn_graph(
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(seed)
-        pixels = v1.placeholder(tf.float32, [None, image_size * image_size], "pixels")
+        pixels = v1.placeholder(
+            tf.float32, [None, image_size * image_size], "pixels"
+        )
         x = tf.reshape(pixels, [-1, image_size, image_size, 1])
         x = _conv_pool(x, 32, "conv1", seed + 1)
         x = _conv_pool(x, 64, "conv2", seed + 2)
@@ -128,7 +138,9 @@ def multitask_cnn_graph(
         labels, logits, losses = {}, {}, {}
         for index, (name, (classes, hidden)) in enumerate(tasks.items()):
             labels[name] = v1.placeholder(tf.int64, [None], f"{name}_labels")
-            h = tf.nn.relu(_dense(x, hidden, f"{name}_hidden", seed + 10 + index))
+            h = tf.nn.relu(
+                _dense(x, hidden, f"{name}_hidden", seed + 10 + index)
+            )
             logits[name] = _dense(h, classes, name, seed + 20 + index)
             losses[name] = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -158,13 +170,22 @@ def keras_multitask_cnn(image_size=28, tasks=None):
     Returns:
         An uncompiled `keras.Model` from `(batch, image_size**2)` pixels to
         `{task: logits}`.
+
+    Example:
+
+    ```python
+    model = keras_multitask_cnn()
+    logits = model(np.zeros((2, 784), "float32"))  # {"digit": .., "parity": ..}
+    ```
     """
     tasks = _task_dict(tasks)
     layers = keras.layers
     pixels = keras.Input((image_size * image_size,), name="pixels")
     x = layers.Reshape((image_size, image_size, 1))(pixels)
     for name, filters in (("conv1", 32), ("conv2", 64)):
-        x = layers.Conv2D(filters, 5, padding="same", activation="relu", name=name)(x)
+        x = layers.Conv2D(
+            filters, 5, padding="same", activation="relu", name=name
+        )(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten(name="features")(x)
     outputs = {}
@@ -189,6 +210,16 @@ def copy_tf1_weights(session, model):
 
     Returns:
         List of the layer names that were copied.
+
+    Example:
+
+    ```python
+    net = multitask_cnn_graph()
+    model = keras_multitask_cnn()
+    session = tf.compat.v1.Session(graph=net.graph)
+    session.run(net.init_op)
+    copy_tf1_weights(session, model)  # ["conv1", "conv2", "digit", ...]
+    ```
 
     Build `model` outside `with tf.compat.v1.Session(...)`: that block makes
     the session's graph the default one, so Keras would create its
@@ -253,6 +284,17 @@ def two_regression_graph(num_features=10, hidden_units=10, learning_rate=0.01,
 
     Returns:
         A `RegressionGraph` with tasks `"first"` and `"second"`.
+
+    Example:
+
+    ```python
+    net = two_regression_graph(num_features=4)
+    with tf.compat.v1.Session(graph=net.graph) as session:
+        session.run(net.init_op)  # once, before training; never again after
+        feed = {net.features: x, net.targets["first"]: y1,
+                net.targets["second"]: y2}
+        session.run(net.train_op, feed)
+    ```
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -261,9 +303,13 @@ def two_regression_graph(num_features=10, hidden_units=10, learning_rate=0.01,
         shared = tf.nn.relu(_dense(features, hidden_units, "shared", seed + 1))
         targets, outputs, losses = {}, {}, {}
         for index, name in enumerate(("first", "second")):
-            targets[name] = v1.placeholder(tf.float32, [None, 1], f"{name}_targets")
+            targets[name] = v1.placeholder(
+                tf.float32, [None, 1], f"{name}_targets"
+            )
             outputs[name] = _dense(shared, 1, name, seed + 2 + index)
-            losses[name] = tf.reduce_mean(tf.square(outputs[name] - targets[name]))
+            losses[name] = tf.reduce_mean(
+                tf.square(outputs[name] - targets[name])
+            )
         train_op = v1.train.AdamOptimizer(learning_rate).minimize(
             tf.add_n(list(losses.values()))
         )

@@ -21,7 +21,9 @@ def feed(net, x, y):
 
 
 def test_graph_has_named_variables_and_trains():
-    net = tf1.multitask_cnn_graph(image_size=12, optimizer="sgd", learning_rate=0.1)
+    net = tf1.multitask_cnn_graph(
+        image_size=12, optimizer="sgd", learning_rate=0.1
+    )
     with net.graph.as_default():
         names = sorted(v.op.name for v in v1.trainable_variables())
     assert names == sorted(
@@ -81,7 +83,9 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="tasks"):
         tf1.multitask_cnn_graph(tasks={"a": (0, 8)})
     with pytest.raises(TypeError, match="session"):
-        tf1.copy_tf1_weights("not a session", tf1.keras_multitask_cnn(image_size=8))
+        tf1.copy_tf1_weights(
+            "not a session", tf1.keras_multitask_cnn(image_size=8)
+        )
 
 
 def test_copy_rejects_a_model_without_matching_layers():
@@ -107,3 +111,17 @@ def test_two_regression_graph_learns():
             session.run(net.train_op, fd)
         after = session.run(net.losses, fd)
     assert all(after[t] < 0.2 * before[t] for t in targets)
+
+
+def test_regression_graph_reinitialises_to_the_same_weights():
+    # The chapter's "new Session" bug relies on this: with fixed seeds, the
+    # initialiser draws the same untrained weights in every new session.
+    net = tf1.two_regression_graph(num_features=4, hidden_units=8)
+    values = []
+    for _ in range(2):
+        with v1.Session(graph=net.graph) as session:
+            session.run(net.init_op)
+            with net.graph.as_default():
+                values.append(session.run(v1.trainable_variables()))
+    for first, second in zip(*values):
+        np.testing.assert_array_equal(first, second)
