@@ -157,11 +157,11 @@ def test_unfreeze_keeps_nested_batchnorm_frozen():
     inputs = keras.Input((8, 8, 1))
     outer = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
     unfreeze(outer, from_layer=0)
-    norms = [l for l in inner.layers
-             if isinstance(l, keras.layers.BatchNormalization)]
-    assert norms and not any(l.trainable for l in norms)
+    norms = [layer for layer in inner.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
     unfreeze(outer, from_layer=0, train_batchnorm=True)
-    assert all(l.trainable for l in norms)
+    assert all(layer.trainable for layer in norms)
 
 
 @pytest.mark.parametrize(
@@ -243,6 +243,41 @@ def test_learning_rate_groups_scale_each_update(optimizer_class):
                                atol=1e-9)
     np.testing.assert_array_equal(grouped[2], 0.0)
     np.testing.assert_allclose(grouped[3], plain[3], rtol=1e-5)
+
+
+def test_variable_multiplier_maps_built_variables_only():
+    model = two_layer_model()
+    optimizer = DiscriminativeAdam(0.01, multipliers={"low": 0.25})
+    with pytest.raises(ValueError, match="variable"):
+        optimizer.variable_multiplier(model.get_layer("low").kernel)
+    optimizer.build(model.trainable_variables)
+    low, high = model.get_layer("low").kernel, model.get_layer("high").kernel
+    assert optimizer.variable_multiplier(low) == 0.25
+    assert optimizer.variable_multiplier(high) == 1.0
+    if keras.backend.backend() == "tensorflow":
+        # the backend variable that `update_step` receives
+        assert optimizer.variable_multiplier(low.value) == 0.25
+    stranger = keras.Variable(np.zeros(2), name="low")
+    with pytest.raises(ValueError, match="variable"):
+        optimizer.variable_multiplier(stranger)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tf.distribute")
+def test_learning_rate_groups_under_a_distribution_strategy():
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = np.ones((8, 1), "float32")
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = two_layer_model()
+        model.compile(DiscriminativeSGD(0.01, multipliers={"high": 0.0}),
+                      loss="mse")
+    low, high = (model.get_layer(n).get_weights() for n in ("low", "high"))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert not np.allclose(low[0], model.get_layer("low").get_weights()[0])
+    np.testing.assert_array_equal(high[0],
+                                  model.get_layer("high").get_weights()[0])
 
 
 def test_discriminative_multipliers_and_prefix_matching():
@@ -369,8 +404,8 @@ def test_gradual_unfreezing_unfreezes_from_the_top():
         previous = snapshot
     # one optimizer, built once on all groups: its step counter carried on
     assert int(model.optimizer.iterations) == 3 * 2
-    assert all(not l.trainable for l in model.layers
-               if isinstance(l, keras.layers.BatchNormalization))
+    assert all(not layer.trainable for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
     for a, b in zip(stats, bn_statistics(model)):
         np.testing.assert_array_equal(a, b)
 

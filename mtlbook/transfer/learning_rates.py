@@ -129,6 +129,21 @@ def discriminative_multipliers(groups, decay=2.6):
     return multipliers
 
 
+def _identities(variable):
+    """`id`s under which `update_step` may receive `variable`.
+
+    Under TensorFlow the optimizer updates the `tf.Variable` behind a Keras
+    variable (`variable.value`), and under a `tf.distribute` strategy each
+    replica's component of it (`variable.value.values`).
+    """
+    identities = [id(variable)]
+    if keras.backend.backend() == "tensorflow":
+        value = variable.value
+        identities.append(id(value))
+        identities.extend(id(v) for v in getattr(value, "values", ()))
+    return identities
+
+
 class LearningRateMultipliers:
     """Mixin giving a Keras optimizer one learning-rate factor per variable.
 
@@ -151,14 +166,39 @@ class LearningRateMultipliers:
         if self.built:
             return
         super().build(variables)
-        self._factors = [
-            multiplier_for(variable.path, self.multipliers)
-            for variable in variables
-        ]
+        # Our own map from each variable to its factor, built once. The
+        # backend may hand `update_step` the Keras variable, its backend
+        # variable (`variable.value`, a `tf.Variable` under TensorFlow) or,
+        # under a `tf.distribute` strategy, one replica's component of it,
+        # so every one of them is a key.
+        self._factor_by_id = {}
+        for variable in variables:
+            factor = multiplier_for(variable.path, self.multipliers)
+            for key in _identities(variable):
+                self._factor_by_id[key] = factor
 
     def variable_multiplier(self, variable):
-        """The factor applied to `variable` (built optimizers only)."""
-        return self._factors[self._get_variable_index(variable)]
+        """The factor applied to `variable`.
+
+        Args:
+            variable: a variable the optimizer was built with (a Keras
+                variable, or the backend variable behind it).
+
+        Returns:
+            float. The variable's factor.
+
+        Raises:
+            ValueError: if the optimizer is not built, or was not built
+                with `variable`.
+        """
+        factor = getattr(self, "_factor_by_id", {}).get(id(variable))
+        if factor is None:
+            raise ValueError(
+                "`variable` is not one of the variables this optimizer was "
+                "built with (call `build` or `fit` first). Received: "
+                f"variable={getattr(variable, 'path', variable)!r}"
+            )
+        return factor
 
     def update_step(self, gradient, variable, learning_rate):
         factor = self.variable_multiplier(variable)
