@@ -10,7 +10,8 @@ from mtlbook.data.mmoe_synthetic import label_correlation, mmoe_weight_vectors
 def test_multidigits_shapes_labels_and_determinism():
     a = make_multidigits(n_train=50, n_validation=10, n_test=20, seed=3)
     b = make_multidigits(n_train=50, n_validation=10, n_test=20, seed=3)
-    assert a["train"].x.shape == (50, 24, 24, 1) and a["train"].x.dtype == np.float32
+    assert a["train"].x.shape == (50, 24, 24, 1)
+    assert a["train"].x.dtype == np.float32
     assert 0.0 <= a["test"].x.min() and a["test"].x.max() <= 1.0
     for name in a:
         np.testing.assert_array_equal(a[name].x, b[name].x)
@@ -51,8 +52,9 @@ def test_multidigits_rejects_bad_arguments(kwargs, match):
 
 
 def test_shapes_tasks_ranges_and_determinism():
-    a = make_shapes(n_train=200, n_validation=0, n_test=50, image_size=24, seed=1)
-    b = make_shapes(n_train=200, n_validation=0, n_test=50, image_size=24, seed=1)
+    sizes = dict(n_train=200, n_validation=0, n_test=50, image_size=24)
+    a = make_shapes(**sizes, seed=1)
+    b = make_shapes(**sizes, seed=1)
     x, y = a["train"]
     assert x.shape == (200, 24, 24, 3) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
@@ -106,8 +108,9 @@ def test_mmoe_linear_parts_correlate_as_requested():
 
 
 def test_mmoe_synthetic_shapes_and_determinism():
-    a = make_mmoe_synthetic(n_train=100, n_validation=20, n_test=30, num_features=8)
-    b = make_mmoe_synthetic(n_train=100, n_validation=20, n_test=30, num_features=8)
+    sizes = dict(n_train=100, n_validation=20, n_test=30, num_features=8)
+    a = make_mmoe_synthetic(**sizes)
+    b = make_mmoe_synthetic(**sizes)
     assert a["train"].x.shape == (100, 8) and a["validation"].x.shape == (20, 8)
     assert set(a["test"].y) == {"task_a", "task_b"}
     np.testing.assert_array_equal(a["test"].y["task_b"], b["test"].y["task_b"])
@@ -117,3 +120,27 @@ def test_mmoe_synthetic_shapes_and_determinism():
         make_mmoe_synthetic(num_features=1)
     with pytest.raises(ValueError, match="n_train"):
         make_mmoe_synthetic(n_train=0)
+    with pytest.raises(TypeError, match="shared_waves"):
+        make_mmoe_synthetic(shared_waves="no")
+
+
+def test_mmoe_shared_waves_false_changes_task_b_only():
+    sizes = dict(n_train=200, n_validation=10, n_test=50, num_features=8)
+    same = make_mmoe_synthetic(**sizes, correlation=0.0, seed=5)
+    own = make_mmoe_synthetic(**sizes, correlation=0.0, seed=5,
+                              shared_waves=False)
+    default = make_mmoe_synthetic(**sizes, correlation=0.0, seed=5,
+                                  shared_waves=True)
+    for name in same:  # the default is the paper's generator, unchanged
+        np.testing.assert_array_equal(same[name].x, default[name].x)
+        np.testing.assert_array_equal(same[name].y["task_b"],
+                                      default[name].y["task_b"])
+        # same inputs and task A; task B follows other sinusoids
+        np.testing.assert_array_equal(same[name].x, own[name].x)
+        np.testing.assert_array_equal(same[name].y["task_a"],
+                                      own[name].y["task_a"])
+        assert not np.allclose(same[name].y["task_b"], own[name].y["task_b"])
+    # task B is still its direction plus ten unit sinusoids plus noise
+    _, w2 = mmoe_weight_vectors(0.0, num_features=8, seed=5)
+    residual = own["train"].y["task_b"] - own["train"].x @ w2
+    assert np.abs(residual).max() <= 10 + 5 * 0.1

@@ -14,6 +14,11 @@ The paper leaves `alpha`, `beta`, `c` and the number of sinusoids open. We
 fix them here (below) once, for every seed: only `u1, u2`, `x` and the noise
 depend on `seed`. Because the sinusoids are non-linear, the correlation of
 the *labels* is lower than `p`; `label_correlation` measures it.
+
+By default both tasks use the same `alpha_j, beta_j`, as in the paper: at
+`p = 0` the tasks look along orthogonal directions but share the form of
+the function. `shared_waves=False` gives task B sinusoids of its own
+(`ALPHAS_B`, `BETAS_B`), so that the tasks differ in form too.
 """
 
 import numpy as np
@@ -25,8 +30,20 @@ from mtlbook.data.digits import Split
 # seeds keeps the task *shape* the same, so seeds only vary the directions
 # and the sample (drawing them per seed made the seed spread larger than
 # the effect of the correlation in our first experiments).
-ALPHAS = np.array([0.86, -0.67, 1.41, -1.22, 0.35, 1.87, -0.94, 0.52, -1.63, 1.10])
-BETAS = np.array([0.21, -1.05, 0.77, 1.33, -0.48, -1.71, 0.09, 1.52, -0.36, 0.95])
+ALPHAS = np.array(
+    [0.86, -0.67, 1.41, -1.22, 0.35, 1.87, -0.94, 0.52, -1.63, 1.10]
+)
+BETAS = np.array(
+    [0.21, -1.05, 0.77, 1.33, -0.48, -1.71, 0.09, 1.52, -0.36, 0.95]
+)
+# Task B's own sinusoids for `shared_waves=False`, also chosen once by hand
+# in [-2, 2] and never changed.
+ALPHAS_B = np.array(
+    [1.73, -0.52, 0.97, -1.48, 0.61, -1.95, 1.24, -0.83, 0.44, -1.31]
+)
+BETAS_B = np.array(
+    [-0.62, 1.19, -1.37, 0.28, 1.64, -0.15, 0.83, -1.02, 0.55, 1.46]
+)
 SCALE = 1.0  # c
 NOISE = 0.1  # sigma
 
@@ -38,15 +55,27 @@ def mmoe_weight_vectors(correlation, num_features=100, seed=0):
         correlation: float in [-1, 1].
         num_features: int >= 2. Dimension d.
         seed: int. Seed of the random orthonormal pair.
+
+    Returns:
+        tuple of two float64 arrays of shape `(num_features,)`.
+
+    Example:
+
+    ```python
+    w1, w2 = mmoe_weight_vectors(0.5, num_features=16)
+    float(w1 @ w2)  # 0.5
+    ```
     """
-    if not isinstance(correlation, (int, float)) or not -1.0 <= correlation <= 1.0:
+    if (not isinstance(correlation, (int, float))
+            or not -1.0 <= correlation <= 1.0):
         raise ValueError(
             "`correlation` must be a float in [-1, 1]. "
             f"Received: correlation={correlation!r}"
         )
     if not isinstance(num_features, (int, np.integer)) or num_features < 2:
         raise ValueError(
-            f"`num_features` must be an int >= 2. Received: num_features={num_features!r}"
+            "`num_features` must be an int >= 2. "
+            f"Received: num_features={num_features!r}"
         )
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(num_features, 2)))
@@ -56,14 +85,15 @@ def mmoe_weight_vectors(correlation, num_features=100, seed=0):
     return w1, w2
 
 
-def _labels(x, w, rng):
+def _labels(x, w, rng, alphas=ALPHAS, betas=BETAS):
     z = x @ w
-    waves = np.sin(np.outer(z, ALPHAS) + BETAS).sum(axis=1)
+    waves = np.sin(np.outer(z, alphas) + betas).sum(axis=1)
     return (z + waves + rng.normal(scale=NOISE, size=len(x))).astype("float32")
 
 
 def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
-                        correlation=0.9, num_features=100, seed=0):
+                        correlation=0.9, num_features=100, seed=0,
+                        shared_waves=True):
     """Makes the MMoE paper's two regression tasks with set correlation.
 
     Args:
@@ -73,6 +103,10 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
             vectors.
         num_features: int. Input dimension d (100 in the paper).
         seed: int. Seed of the weight vectors, inputs and noise.
+        shared_waves: bool. If True (the default, as in the paper), both
+            tasks use the sinusoids `ALPHAS`, `BETAS`; if False, task B
+            uses `ALPHAS_B`, `BETAS_B`. Inputs, directions and noise are the
+            same either way.
 
     Returns:
         dict of `Split(x, y)`: x float32 `(n, num_features)`, y
@@ -83,6 +117,8 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
     ```python
     data = make_mmoe_synthetic(correlation=0.5, num_features=16)
     label_correlation(data["train"])  # below 0.5: the sinusoids decorrelate
+    # orthogonal directions and different sinusoids: unrelated in form too
+    data = make_mmoe_synthetic(correlation=0.0, shared_waves=False)
     ```
 
     Reference:
@@ -94,8 +130,15 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
                                  ("n_test", n_test, 1)):
         if not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(
-                f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
+                f"`{name}` must be an int >= {minimum}. "
+                f"Received: {name}={value!r}"
             )
+    if not isinstance(shared_waves, (bool, np.bool_)):
+        raise TypeError(
+            "`shared_waves` must be a bool. "
+            f"Received: shared_waves={shared_waves!r}"
+        )
+    waves_b = (ALPHAS, BETAS) if shared_waves else (ALPHAS_B, BETAS_B)
     w1, w2 = mmoe_weight_vectors(correlation, num_features, seed)
     rng = np.random.default_rng(seed + 1)
     splits = {}
@@ -106,11 +149,25 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
         x = rng.normal(size=(size, num_features))
         splits[name] = Split(
             x.astype("float32"),
-            {"task_a": _labels(x, w1, rng), "task_b": _labels(x, w2, rng)},
+            {"task_a": _labels(x, w1, rng),
+             "task_b": _labels(x, w2, rng, *waves_b)},
         )
     return splits
 
 
 def label_correlation(split):
-    """Pearson correlation between the two tasks' labels of a `Split`."""
+    """Pearson correlation between the two tasks' labels of a `Split`.
+
+    Args:
+        split: `Split` with `y["task_a"]` and `y["task_b"]`.
+
+    Returns:
+        float in [-1, 1].
+
+    Example:
+
+    ```python
+    label_correlation(make_mmoe_synthetic(correlation=1.0)["test"])  # ~1
+    ```
+    """
     return float(np.corrcoef(split.y["task_a"], split.y["task_b"])[0, 1])
