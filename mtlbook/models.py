@@ -15,6 +15,10 @@ task). The output layers are named after the tasks, so `model.compile` and
 - `mmoe_model`: experts mixed by one gate per task (`num_gates=1`: OMoE).
 - `ple_model`: task-specific and shared experts in `num_levels` levels.
 - `gate_weights`: the gate weights of a mixture-of-experts model.
+- `reset_optimizer`: zero an optimizer's state (moments, step counter).
+- `seeded_weights`: the initial weights of freshly built, seeded models.
+- `SideBySide`: train several independent models as one Keras model, so
+  that many short runs share one traced training step.
 
 Pass `conv_filters` to put a `conv_trunk` in front of any of them (a
 separate one per model, so baselines never share weights by accident).
@@ -258,3 +262,186 @@ def gate_weights(model, x, layer_name="experts", batch_size=1024):
         _, gates = layer(features, return_gates=True)
         batches.append([keras.ops.convert_to_numpy(g) for g in gates])
     return [np.concatenate(task) for task in zip(*batches)]
+
+
+def reset_optimizer(optimizer):
+    """Zeros an optimizer's state: its moments and its step counter.
+
+    Every variable of `optimizer` except the learning rate is set to zero,
+    which is the state of a newly built optimizer (for Adam, SGD with
+    momentum, RMSprop: zero moments, step 0). A compiled model can then be
+    trained again from new weights without tracing its training step again.
+
+    Args:
+        optimizer: a built `keras.optimizers.Optimizer`.
+
+    Returns:
+        None.
+
+    Example:
+
+    ```python
+    model.set_weights(fresh_model.get_weights())
+    reset_optimizer(model.optimizer)  # as if compiled anew
+    ```
+    """
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            "`optimizer` must be a keras.optimizers.Optimizer. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    for variable in optimizer.variables:
+        if "learning_rate" not in variable.path:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+
+
+def seeded_weights(builders, seed):
+    """The initial weights of a fresh model from each builder, seeded.
+
+    Calls `keras.utils.set_random_seed(seed)`, then each builder in order.
+    Draw the weights of every run *before* the first `fit` of a
+    `SideBySide` model: `set_random_seed` also calls `tf.random.set_seed`,
+    which clears TensorFlow's kernel cache, so the next training step after
+    it instantiates and optimises its graph again.
+
+    Args:
+        builders: dict `{name: callable}`; each callable returns a new
+            `keras.Model`.
+        seed: int. The seed.
+
+    Returns:
+        dict `{name: list of NumPy arrays}` (`model.get_weights()`).
+
+    Example:
+
+    ```python
+    initial = {seed: seeded_weights(builders, seed) for seed in (0, 1, 2)}
+    ```
+    """
+    if not isinstance(builders, dict) or not builders or not all(
+            callable(build) for build in builders.values()):
+        raise ValueError(
+            "`builders` must be a non-empty dict {name: callable}. "
+            f"Received: builders={builders!r}"
+        )
+    keras.utils.set_random_seed(seed)
+    return {name: build().get_weights() for name, build in builders.items()}
+
+
+class SideBySide:
+    """Trains several independent models as one Keras model.
+
+    The members are called on one shared input, and the combined model has
+    one output `"<member>/<task>"` per member and task. Their weights are
+    disjoint, so the gradient of the summed loss with respect to one
+    member's weights is that member's own gradient, and an optimizer with
+    per-weight updates (Adam, SGD; not with `global_clipnorm`, which couples
+    all weights) updates each member exactly as a separate run would. The
+    training step is traced once for all members and all runs: `restart`
+    puts in new weights and a fresh optimizer state, and `fit` takes all
+    epochs as one stream of shuffled passes, in one Keras epoch, which
+    avoids the fixed cost of each Keras epoch (a new input iterator,
+    callbacks) when epochs are only a few steps long.
+
+    Args:
+        members: dict `{name: keras.Model}`; models with one input of the
+            same shape and a dict of outputs `{task: tensor}`.
+        optimizer: a `keras.optimizers.Optimizer` (or its name).
+        loss: a loss (or its name), used for every output.
+        **compile_kwargs: more arguments of `keras.Model.compile`.
+
+    Attributes:
+        members: the dict of member models (they hold the weights).
+        model: the combined, compiled `keras.Model`.
+
+    Example:
+
+    ```python
+    side = SideBySide({"a": build_a(), "b": build_b()},
+                      keras.optimizers.Adam(0.01), "mse")
+    side.restart(seeded_weights({"a": build_a, "b": build_b}, seed=0))
+    side.fit(x, {"task": y}, epochs=30, batch_size=500, seed=0)
+    ```
+    """
+
+    def __init__(self, members, optimizer="adam", loss="mse",
+                 **compile_kwargs):
+        if not isinstance(members, dict) or not members or not all(
+                isinstance(name, str) and isinstance(model, keras.Model)
+                for name, model in members.items()):
+            raise ValueError(
+                "`members` must be a non-empty dict {name: keras.Model}. "
+                f"Received: members={members!r}"
+            )
+        shapes = {tuple(model.input.shape[1:]) for model in members.values()}
+        if len(shapes) != 1:
+            raise ValueError(
+                "`members` must all take inputs of one shape. "
+                f"Received input shapes: {sorted(shapes)}"
+            )
+        self.members = dict(members)
+        inputs = keras.Input(shapes.pop())
+        outputs = {}
+        for name, model in self.members.items():
+            for task, output in model(inputs).items():
+                outputs[f"{name}/{task}"] = output
+        self.model = keras.Model(inputs, outputs, name="side_by_side")
+        self.model.compile(optimizer, loss=loss, **compile_kwargs)
+
+    def targets(self, y):
+        """Maps `{task: labels}` to `{"<member>/<task>": labels}`."""
+        return {key: y[key.split("/", 1)[1]] for key in self._keys()}
+
+    def _keys(self):
+        return [f"{name}/{task}" for name, model in self.members.items()
+                for task in model.output_names]
+
+    def restart(self, weights):
+        """Sets every member's weights and zeros the optimizer's state.
+
+        Args:
+            weights: dict `{name: list of arrays}`, e.g. from
+                `seeded_weights`.
+
+        Returns:
+            None.
+        """
+        if not isinstance(weights, dict) or set(weights) != set(self.members):
+            raise ValueError(
+                "`weights` must be a dict with one entry per member "
+                f"{sorted(self.members)}. Received keys: "
+                f"{sorted(weights) if isinstance(weights, dict) else weights!r}"
+            )
+        for name, model in self.members.items():
+            model.set_weights(weights[name])
+        if self.model.optimizer.built:
+            reset_optimizer(self.model.optimizer)
+
+    def fit(self, x, y, epochs, batch_size, seed, validation_data=None):
+        """`epochs` shuffled passes over `(x, y)`, as one Keras epoch.
+
+        Args:
+            x: array of inputs.
+            y: dict `{task: labels}`; every member learns these labels.
+            epochs: int > 0. Number of passes.
+            batch_size: int. Batch size.
+            seed: int. Seed of the shuffles (a NumPy generator).
+            validation_data: `(x, {task: labels})` or None.
+
+        Returns:
+            The `keras.callbacks.History` of the one Keras epoch.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) \
+                or epochs < 1:
+            raise ValueError(
+                f"`epochs` must be a positive int. Received: epochs={epochs!r}"
+            )
+        rng = np.random.default_rng(seed)
+        order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])
+        stream = {key: labels[order] for key, labels in self.targets(y).items()}
+        if validation_data is not None:
+            validation_data = (validation_data[0],
+                               self.targets(validation_data[1]))
+        return self.model.fit(x[order], stream, batch_size=batch_size,
+                              shuffle=False, verbose=0,
+                              validation_data=validation_data)

@@ -114,3 +114,81 @@ def test_bad_arguments_raise():
     with pytest.raises(TypeError, match="layer_name"):
         models.gate_weights(BUILDERS["shared_bottom"](), data()[0],
                             layer_name="bottom")
+
+
+def test_reset_optimizer_zeros_state_but_not_learning_rate():
+    model = BUILDERS["shared_bottom"]()
+    model.compile(keras.optimizers.Adam(0.01),
+                  loss={"task_a": "mse",
+                        "task_b": keras.losses.SparseCategoricalCrossentropy(
+                            from_logits=True)})
+    x, y = data()
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    optimizer = model.optimizer
+    assert int(optimizer.iterations) == 2
+    models.reset_optimizer(optimizer)
+    assert int(optimizer.iterations) == 0
+    for variable in optimizer.variables:
+        value = keras.ops.convert_to_numpy(variable)
+        if "learning_rate" in variable.path:
+            np.testing.assert_allclose(value, 0.01)
+        else:
+            assert not value.any(), variable.path
+    with pytest.raises(TypeError, match="optimizer"):
+        models.reset_optimizer("adam")
+
+
+def test_seeded_weights_are_reproducible():
+    builders = {"mmoe": BUILDERS["mmoe"], "omoe": BUILDERS["omoe"]}
+    first = models.seeded_weights(builders, seed=3)
+    again = models.seeded_weights(builders, seed=3)
+    other = models.seeded_weights(builders, seed=4)
+    assert list(first) == ["mmoe", "omoe"]
+    for a, b in zip(first["mmoe"], again["mmoe"]):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(first["mmoe"], other["mmoe"]))
+    with pytest.raises(ValueError, match="builders"):
+        models.seeded_weights({}, seed=0)
+
+
+def test_side_by_side_trains_each_member_as_a_separate_run():
+    tasks = {"task_a": 1, "task_b": 1}
+    builders = {
+        "bottom": lambda: models.shared_bottom((6,), tasks, (8,), (4,)),
+        "mmoe": lambda: models.mmoe_model((6,), tasks, 3, (4,), (4,)),
+    }
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 6)).astype("float32")
+    y = {t: rng.normal(size=12).astype("float32") for t in tasks}
+    side = models.SideBySide({n: b() for n, b in builders.items()},
+                             keras.optimizers.Adam(0.01), "mse")
+    keys = ["bottom/task_a", "bottom/task_b", "mmoe/task_a", "mmoe/task_b"]
+    assert sorted(side.model(x[:2])) == keys
+    assert sorted(side.targets(y)) == keys
+    np.testing.assert_array_equal(side.targets(y)["mmoe/task_b"], y["task_b"])
+    start = models.seeded_weights(builders, seed=0)
+    for run in range(2):  # the second run checks that `restart` restarts
+        side.restart(start)
+        side.fit(x, y, epochs=3, batch_size=4, seed=5)
+    # the same training, separately: same start, same order of examples
+    shuffles = np.random.default_rng(5)
+    order = np.concatenate([shuffles.permutation(12) for _ in range(3)])
+    for name, build in builders.items():
+        alone = build()
+        alone.set_weights(start[name])
+        alone.compile(keras.optimizers.Adam(0.01), loss="mse")
+        alone.fit(x[order], {t: v[order] for t, v in y.items()},
+                  batch_size=4, shuffle=False, verbose=0)
+        for a, b in zip(alone.get_weights(),
+                        side.members[name].get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="members"):
+        models.SideBySide({"a": "not a model"})
+    with pytest.raises(ValueError, match="input shapes"):
+        models.SideBySide({"a": builders["bottom"](),
+                           "b": models.shared_bottom((5,), tasks, (8,))})
+    with pytest.raises(ValueError, match="weights"):
+        side.restart({"bottom": start["bottom"]})
+    with pytest.raises(ValueError, match="epochs"):
+        side.fit(x, y, epochs=0, batch_size=4, seed=0)

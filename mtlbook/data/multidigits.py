@@ -1,8 +1,9 @@
 """MultiDigits: two overlapping digits per image (a MultiMNIST analog).
 
-Sener & Koltun (2018) built MultiMNIST by putting one MNIST digit in the
-top-left and another in the bottom-right of a larger canvas, overlapping in
-the middle; the tasks are "which digit is on the left" and "which on the
+MultiMNIST (Sabour et al., 2017) overlays two MNIST digits; Sener & Koltun
+(2018) made it a multi-task benchmark by putting one digit in the top-left
+and another in the bottom-right of a larger canvas, overlapping in the
+middle, with the tasks "which digit is on the left" and "which on the
 right". This is the same construction on scikit-learn's bundled digits.
 """
 
@@ -52,8 +53,9 @@ def make_multidigits(n_train=4000, n_validation=500, n_test=1000,
     ```
 
     Reference:
+        Sabour et al., 2017, "Dynamic Routing Between Capsules" (MultiMNIST);
         Sener & Koltun, 2018, "Multi-Task Learning as Multi-Objective
-        Optimization".
+        Optimization" (the left/right multi-task version).
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
