@@ -9,6 +9,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The package's floor (requirements-floor.txt = pyproject's lower bounds).
+FLOOR_VENV := .venv-floor
+FLOOR_BIN := $(FLOOR_VENV)/bin
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
+# Colab's versions (requirements-colab.txt), Python 3.13 as on Colab.
+COLAB_PYTHON ?= python3.13
+COLAB_VENV := .venv-colab
+COLAB_BIN := $(COLAB_VENV)/bin
+COLAB_STAMP := $(COLAB_VENV)/.installed
 JB_FLAGS := -W -n --keep-going
 
 # The one place where the environment of every kernel is set: quiet
@@ -20,7 +29,8 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test check-book check-rendered execute dist venv clean
+.PHONY: book test test-colab test-colab-notebooks test-floor check-book \
+	check-rendered execute dist venv clean
 
 venv: $(STAMP)
 
@@ -31,13 +41,50 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
+$(COLAB_STAMP): requirements-colab.txt pyproject.toml
+	$(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_BIN)/python -m pip install -q --upgrade pip
+	$(COLAB_BIN)/python -m pip install -q -r requirements-colab.txt
+	$(COLAB_BIN)/python -m pip check
+	touch $@
+
+$(FLOOR_STAMP): requirements-floor.txt pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_BIN)/python -m pip install -q --upgrade pip
+	$(FLOOR_BIN)/python -m pip install -q -r requirements-floor.txt
+	$(FLOOR_BIN)/python -m pip check
+	touch $@
+
 book: $(STAMP)
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 	@echo "Book: _build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) $(COLAB_STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) test-colab
 	$(MAKE) check-book
+
+# The unit tests again under Colab's versions: what a reader's Colab runtime
+# runs. (Repository and diagram checks do not depend on the versions.)
+COLAB_PYTEST := $(COLAB_BIN)/python -m pytest -o addopts="-p no:cacheprovider \
+	-n 2 --dist loadfile" -p no:nbval
+test-colab: $(COLAB_STAMP)
+	$(COLAB_PYTEST) tests --ignore=tests/test_repository.py \
+		--ignore=tests/test_diagrams.py
+
+# The unit tests at the package's lower bounds (the oldest Keras, TensorFlow,
+# NumPy, scikit-learn and matplotlib it claims to support); the "floor" job
+# of the GitHub Actions matrix.
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_BIN)/python -m pytest -o addopts="-p no:cacheprovider \
+		-n 2 --dist loadfile" -p no:nbval tests \
+		--ignore=tests/test_repository.py --ignore=tests/test_diagrams.py
+
+# Every chapter under Colab's versions (not part of `make test`: it doubles
+# the notebook time; run it before a release and in the CI matrix).
+test-colab-notebooks: $(COLAB_STAMP)
+	$(COLAB_BIN)/python -m pytest -o addopts="-p no:cacheprovider \
+		--nbval-lax --nbval-cell-timeout=600 -n 2 --dist loadfile" book
 
 # Build the book without executing notebooks into its own folder, failing on
 # any warning (broken toc entry, reference, citation or page). Always a clean
@@ -74,4 +121,4 @@ execute: $(STAMP)
 	$(BIN)/python tools/execute.py $(NB)
 
 clean:
-	rm -rf _build .jupyter_cache
+	rm -rf _build .jupyter_cache dist

@@ -220,6 +220,38 @@ def test_package_does_not_force_a_tensorflow_distribution():
     assert not any(d.startswith("tensorflow") for d in project["dependencies"])
 
 
+def _pins(name):
+    pins = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            package, version = line.split("==")
+            pins[package.strip().lower()] = version.strip()
+    return pins
+
+
+def test_lower_bounds_are_the_tested_floor():
+    # pyproject.toml's lower bounds are exactly the versions that
+    # requirements-floor.txt installs together and `make test-floor` tests.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floor = _pins("requirements-floor.txt")
+    bounds = {}
+    for requirement in project["dependencies"] + sum(
+        project["optional-dependencies"].values(), []
+    ):
+        package, version = requirement.split(">=")
+        bounds[package.strip().lower()] = version.strip()
+    floor["tensorflow"] = floor.pop("tensorflow-cpu")
+    for package, version in bounds.items():
+        assert floor.get(package) == version, (package, version, floor)
+
+
+def test_colab_environment_pins_the_core_packages():
+    colab, ours = _pins("requirements-colab.txt"), _pins("requirements.txt")
+    for package in ("tensorflow-cpu", "keras", "numpy", "scikit-learn"):
+        assert package in colab and package in ours, package
+
+
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
