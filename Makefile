@@ -34,26 +34,23 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 venv: $(STAMP)
 
+# $(call venv,python,folder,requirements file): one environment, checked.
+define venv
+	$(1) -m venv $(2)
+	$(2)/bin/python -m pip install -q --upgrade pip
+	$(2)/bin/python -m pip install -q -r $(3)
+	$(2)/bin/python -m pip check
+	touch $(2)/.installed
+endef
+
 $(STAMP): requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
-	$(BIN)/python -m pip check
-	touch $@
+	$(call venv,$(PYTHON),$(VENV),requirements.txt)
 
 $(COLAB_STAMP): requirements-colab.txt pyproject.toml
-	$(COLAB_PYTHON) -m venv $(COLAB_VENV)
-	$(COLAB_BIN)/python -m pip install -q --upgrade pip
-	$(COLAB_BIN)/python -m pip install -q -r requirements-colab.txt
-	$(COLAB_BIN)/python -m pip check
-	touch $@
+	$(call venv,$(COLAB_PYTHON),$(COLAB_VENV),requirements-colab.txt)
 
 $(FLOOR_STAMP): requirements-floor.txt pyproject.toml
-	$(PYTHON) -m venv $(FLOOR_VENV)
-	$(FLOOR_BIN)/python -m pip install -q --upgrade pip
-	$(FLOOR_BIN)/python -m pip install -q -r requirements-floor.txt
-	$(FLOOR_BIN)/python -m pip check
-	touch $@
+	$(call venv,$(PYTHON),$(FLOOR_VENV),requirements-floor.txt)
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
