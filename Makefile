@@ -13,8 +13,13 @@ STAMP := $(VENV)/.installed
 FLOOR_VENV := .venv-floor
 FLOOR_BIN := $(FLOOR_VENV)/bin
 FLOOR_STAMP := $(FLOOR_VENV)/.installed
-# Colab's versions (requirements-colab.txt), Python 3.13 as on Colab.
-COLAB_PYTHON ?= python3.13
+# Colab's versions (requirements-colab.txt), Python 3.13 as on Colab: the
+# first interpreter that runs (a pyenv shim may exist but not run).
+COLAB_PYTHON ?= $(firstword $(foreach p,python3.13 \
+	$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
+	/usr/bin/python3.13 /usr/local/bin/python3.13,\
+	$(shell $(p) -c "import sys; assert sys.version_info[:2] == (3, 13)" \
+		2>/dev/null && echo $(p))))
 COLAB_VENV := .venv-colab
 COLAB_BIN := $(COLAB_VENV)/bin
 COLAB_STAMP := $(COLAB_VENV)/.installed
@@ -47,6 +52,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(call venv,$(PYTHON),$(VENV),requirements.txt)
 
 $(COLAB_STAMP): requirements-colab.txt pyproject.toml
+	@test -n "$(COLAB_PYTHON)" || { echo "Colab's environment needs Python \
+	3.13 (found none on PATH or in ~/.pyenv): install it, or set \
+	COLAB_PYTHON=/path/to/python3.13"; exit 1; }
 	$(call venv,$(COLAB_PYTHON),$(COLAB_VENV),requirements-colab.txt)
 
 $(FLOOR_STAMP): requirements-floor.txt pyproject.toml
