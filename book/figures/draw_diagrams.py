@@ -225,6 +225,14 @@ def _down(d, upper, lower, **kwargs):
     d.arrow(upper.s, lower.n, **kwargs)
 
 
+def _fork(d, trunk, left, right):
+    """Elbow arrows from the trunk's bottom to two heads below it."""
+    for head, f in ((left, 0.25), (right, 0.75)):
+        start = trunk.bottom(f)
+        d.arrow(start, (start[0], head.n[1] + 0.13),
+                (head.x, head.n[1] + 0.13), head.n)
+
+
 # ---------------------------------------------------------------- diagrams
 def tf1_graph_vs_keras():
     """The TF1 two-task graph next to its Keras functional twin."""
@@ -261,10 +269,7 @@ def tf1_graph_vs_keras():
                 "            y_digit: …, y_parity: …})",
                 DATA, code=True, size=SMALL)
     _down(d, x, trunk)
-    for head, f in ((hd, 0.25), (hp, 0.75)):
-        start = trunk.bottom(f)
-        d.arrow(start, (start[0], head.n[1] + 0.13),
-                (head.x, head.n[1] + 0.13), head.n)
+    _fork(d, trunk, hd, hp)
     _down(d, hd, ld)
     _down(d, hp, lp)
     d.arrow(yd.s, (yd.x, ld.y), ld.w_)
@@ -302,10 +307,7 @@ def tf1_graph_vs_keras():
                 "        \"parity\": y_parity})",
                 DATA, code=True, size=SMALL)
     _down(d, kin, ktrunk)
-    for head, f in ((kd, 0.25), (kp, 0.75)):
-        start = ktrunk.bottom(f)
-        d.arrow(start, (start[0], head.n[1] + 0.13),
-                (head.x, head.n[1] + 0.13), head.n)
+    _fork(d, ktrunk, kd, kp)
     _down(d, kd, od)
     _down(d, kp, op)
     d.arrow(od.s, (od.x, comp.n[1]))
