@@ -35,7 +35,7 @@ export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: book test test-colab test-colab-notebooks test-floor check-book \
-	check-rendered execute dist venv clean
+	check-rendered execute full dist venv clean
 
 venv: $(STAMP)
 
@@ -124,6 +124,16 @@ dist: $(STAMP)
 #   make execute NB="book/multitask/loss_weighting.ipynb ..."
 execute: $(STAMP)
 	$(BIN)/python tools/execute.py $(NB)
+
+# One chapter at its published size (MTLBOOK_SIZE=full), e.g.
+#   make full CHAPTER=soft_sharing_and_experts
+# Its key numbers and figures go to book/results/ with their provenance;
+# tests/test_results.py fails when they no longer match the chapter's code.
+full: $(STAMP)
+	@test -n "$(wildcard book/*/$(CHAPTER).ipynb)" || { echo "CHAPTER must \
+	name a chapter, e.g. make full CHAPTER=gradient_surgery"; exit 1; }
+	MTLBOOK_SIZE=full $(BIN)/python tools/execute.py --store --timeout 3600 \
+		$(wildcard book/*/$(CHAPTER).ipynb)
 
 clean:
 	rm -rf _build .jupyter_cache dist

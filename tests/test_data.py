@@ -195,3 +195,24 @@ def test_load_fashion_mnist_reads_idx_files(tmp_path):
     )
     with pytest.raises(ValueError, match="directory"):
         data.load_fashion_mnist(directory=str(tmp_path / "nowhere"))
+
+
+def test_online_loaders_read_mtlbook_data_dir(tmp_path, monkeypatch):
+    write_mnist_npz(tmp_path / "mnist.npz", n_train=30, n_test=7)
+    (tmp_path / "fashion-mnist").mkdir()
+    for split, n in (("train", 20), ("t10k", 5)):
+        write_idx(tmp_path / "fashion-mnist" / f"{split}-images-idx3-ubyte.gz",
+                  np.zeros((n, 28, 28)), 2051)
+        write_idx(tmp_path / "fashion-mnist" / f"{split}-labels-idx1-ubyte.gz",
+                  np.arange(n) % 10, 2049)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded although MTLBOOK_DATA_DIR is set")
+
+    monkeypatch.setattr("keras.utils.get_file", no_download)
+    monkeypatch.setenv("MTLBOOK_DATA_DIR", str(tmp_path))
+    assert data.load_mnist()["test"].x.shape == (7, 28, 28, 1)
+    assert data.load_fashion_mnist()["test"].x.shape == (5, 28, 28, 1)
+    monkeypatch.setenv("MTLBOOK_DATA_DIR", str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="path"):
+        data.load_mnist()

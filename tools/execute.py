@@ -9,12 +9,23 @@ execute` exports the kernels' environment). The executed copy goes to
 `_build/executed/<part>/<slug>-<cell>-<n>.png`, and one line per notebook
 reports its run time and the number of images and error outputs.
 Outputs are never written back into `book/`.
+
+With `--store` (what `make full` runs) each chapter's kernel gets a
+temporary results folder (`MTLBOOK_RESULTS_DIR`); after a run without
+errors, what the chapter stored there (`mtlbook.results.store`) goes to
+`book/results/`, with its provenance added: commit, whether the chapter
+had uncommitted changes, the hash of its code cells, and the run time.
 """
 
 import argparse
 import base64
+import json
+import os
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import nbformat
@@ -22,6 +33,53 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "book" / "results"
+sys.path.insert(0, str(ROOT))
+
+from mtlbook import results  # noqa: E402
+
+
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def execute_and_store(path, timeout=600):
+    """Executes one chapter with a results folder; files what it stored."""
+    path = pathlib.Path(path).resolve()
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[results.DIRECTORY_VARIABLE] = folder
+        try:
+            start = time.perf_counter()
+            ok = execute(path, timeout)
+            seconds = time.perf_counter() - start
+        finally:
+            del os.environ[results.DIRECTORY_VARIABLE]
+        record_path = pathlib.Path(folder) / f"{path.stem}.json"
+        if not ok:
+            return False
+        if not record_path.is_file():
+            print(f"{path.name}: ran, but stored no results "
+                  "(it never called mtlbook.results.store)", file=sys.stderr)
+            return False
+        record = json.loads(record_path.read_text())
+        record.update(
+            commit=_git("rev-parse", "HEAD"),
+            uncommitted_changes=bool(_git("status", "--porcelain", "--",
+                                          str(path))),
+            code_hash=results.code_hash(path),
+            run_time_s=round(seconds, 1),
+        )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for old in RESULTS.glob(f"{path.stem}-*.png"):
+            old.unlink()
+        (RESULTS / record_path.name).write_text(
+            json.dumps(record, indent=1) + "\n")
+        for png in pathlib.Path(folder).glob(f"{path.stem}-*.png"):
+            shutil.copy(png, RESULTS / png.name)
+        print(f"stored {RESULTS.relative_to(ROOT)}/{record_path.name} "
+              f"({len(record['figures'])} figures)")
+        return True
 
 
 def execute(path, timeout=600):
@@ -65,9 +123,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--store", action="store_true",
+                        help="file the results each chapter stores in "
+                        "book/results/ (make full)")
     args = parser.parse_args()
-    results = [execute(p, args.timeout) for p in args.notebooks]
-    sys.exit(0 if all(results) else 1)
+    run = execute_and_store if args.store else execute
+    outcomes = [run(p, args.timeout) for p in args.notebooks]
+    sys.exit(0 if all(outcomes) else 1)
 
 
 if __name__ == "__main__":

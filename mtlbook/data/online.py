@@ -5,6 +5,10 @@ under `~/.keras/datasets` and checks the file's SHA-256), so the book's
 default runs never call them: a notebook flag (`FULL_DATA = True`) switches a
 Colab reader to them. Both also read local files in the same format
 (`path=` / `directory=`), which is how the tests exercise them offline.
+Without `path=`/`directory=`, both first look in the folder named by the
+environment variable `MTLBOOK_DATA_DIR` (`mnist.npz`, `fashion-mnist/`)
+when it is set: an offline machine (or the book's smoke test of a chapter's
+full-size path) puts the files there instead of downloading them.
 """
 
 import gzip
@@ -14,6 +18,7 @@ import numpy as np
 
 from mtlbook.data.digits import DIGIT_TASKS, Split, split_indices
 
+DATA_DIR_VARIABLE = "MTLBOOK_DATA_DIR"
 _ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 MNIST_SHA256 = (
     "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -87,8 +92,10 @@ def load_mnist(tasks=("digit", "parity"), validation_fraction=0.0, path=None,
         validation_fraction: float in [0, 1). Share of the training set held
             out (stratified) for validation.
         path: optional local `mnist.npz` (keys `x_train`, `y_train`,
-            `x_test`, `y_test`, as Keras caches it). `None` downloads it once
-            into Keras's cache and verifies its checksum.
+            `x_test`, `y_test`, as Keras caches it). `None` reads
+            `$MTLBOOK_DATA_DIR/mnist.npz` when that variable is set, else
+            downloads the file once into Keras's cache and verifies its
+            checksum.
         seed: int. Seed of the validation split.
 
     Returns:
@@ -98,6 +105,8 @@ def load_mnist(tasks=("digit", "parity"), validation_fraction=0.0, path=None,
     import keras
 
     tasks = _check_tasks(tasks, DIGIT_TASKS)
+    if path is None and os.environ.get(DATA_DIR_VARIABLE):
+        path = os.path.join(os.environ[DATA_DIR_VARIABLE], "mnist.npz")
     if path is None:
         path = keras.utils.get_file(
             "mnist.npz", origin=_ORIGIN + "mnist.npz", file_hash=MNIST_SHA256
@@ -133,8 +142,9 @@ def load_fashion_mnist(tasks=("item", "footwear"), validation_fraction=0.0,
             `"footwear"`: sandal, sneaker or ankle boot).
         validation_fraction: float in [0, 1). Held-out share of training.
         directory: optional folder with the four gzipped IDX files
-            (`train-images-idx3-ubyte.gz`, ...). `None` downloads them once
-            into Keras's cache.
+            (`train-images-idx3-ubyte.gz`, ...). `None` reads
+            `$MTLBOOK_DATA_DIR/fashion-mnist` when that variable is set,
+            else downloads them once into Keras's cache.
         seed: int. Seed of the validation split.
 
     Returns:
@@ -143,6 +153,9 @@ def load_fashion_mnist(tasks=("item", "footwear"), validation_fraction=0.0,
     import keras
 
     tasks = _check_tasks(tasks, FASHION_TASKS)
+    if directory is None and os.environ.get(DATA_DIR_VARIABLE):
+        directory = os.path.join(os.environ[DATA_DIR_VARIABLE],
+                                 "fashion-mnist")
     paths = {}
     for key, name in FASHION_FILES.items():
         if directory is None:

@@ -1,0 +1,232 @@
+"""Stored results of a chapter's full-size run, with their provenance.
+
+A chapter's `full` run (`make full CHAPTER=<name>`) calls `store` at its
+end with its key tables, numbers and figures; `tools/execute.py --store`
+then adds the provenance (commit, run time, a hash of the chapter's code
+cells) and files them under `book/results/`. The chapter's default `small`
+run calls `show` to put the stored full-size numbers next to its own live
+ones. A test compares each stored hash with its chapter, so stale numbers
+cannot stay in the book.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import re
+
+DIRECTORY_VARIABLE = "MTLBOOK_RESULTS_DIR"
+# Code cells with this tag (the cells that show stored results) do not
+# count towards a chapter's code hash: they do not change what a run computes.
+SHOW_TAG = "stored-results"
+_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+def _check_name(argument, name):
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"`{argument}` must be a lower-case name of letters, digits and "
+            f"underscores. Received: {argument}={name!r}"
+        )
+
+
+def _environment():
+    import sys
+
+    versions = {"python": platform.python_version()}
+    for module in ("keras", "tensorflow", "numpy", "jax", "torch"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "")
+    hardware = {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+    if "tensorflow" in sys.modules:
+        devices = sys.modules["tensorflow"].config.list_physical_devices("GPU")
+        hardware["gpus"] = [d.name for d in devices]
+    return {"versions": versions, "hardware": hardware}
+
+
+def _table_to_json(table):
+    return {
+        "columns": [str(c) for c in table.columns],
+        "index": [i if isinstance(i, (int, float)) else str(i)
+                  for i in table.index],
+        "index_name": table.index.name,
+        "data": table.astype(object).where(table.notna(), None).values.tolist(),
+    }
+
+
+def store(chapter, tables=None, numbers=None, figures=None, directory=None):
+    """Writes a chapter's results for `tools/execute.py --store` to file.
+
+    Does nothing (returns `None`) unless a results folder is given, by
+    `directory` or the environment variable `MTLBOOK_RESULTS_DIR`: a
+    reader's own full run never writes into the book.
+
+    Args:
+        chapter: str. The chapter's file name without `.ipynb`.
+        tables: mapping name -> `pandas.DataFrame`, or None.
+        numbers: mapping name -> JSON-serializable value, or None.
+        figures: mapping name -> `matplotlib.figure.Figure`, or None; saved
+            as `<chapter>-<name>.png` next to the JSON file.
+        directory: str, path or None. The results folder.
+
+    Returns:
+        The path of the JSON file written, or None.
+    """
+    _check_name("chapter", chapter)
+    directory = directory or os.environ.get(DIRECTORY_VARIABLE)
+    if not directory:
+        return None
+    tables, numbers, figures = tables or {}, numbers or {}, figures or {}
+    for argument, value in (("tables", tables), ("numbers", numbers),
+                            ("figures", figures)):
+        if not hasattr(value, "items"):
+            raise TypeError(
+                f"`{argument}` must be a mapping name -> value. Received: "
+                f"{argument}={value!r}"
+            )
+        for name in value:
+            _check_name(f"{argument} key", name)
+    for name, table in tables.items():
+        if not hasattr(table, "columns"):
+            raise TypeError(
+                f"`tables[{name!r}]` must be a pandas DataFrame. Received: "
+                f"{type(table).__name__}"
+            )
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+        figure.savefig(directory / f"{chapter}-{name}.png", dpi=100,
+                       bbox_inches="tight")
+    record = {
+        "chapter": chapter,
+        "size": os.environ.get("MTLBOOK_SIZE", "small") or "small",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        **_environment(),
+        "tables": {n: _table_to_json(t) for n, t in tables.items()},
+        "numbers": dict(numbers),
+        "figures": sorted(figures),
+    }
+    path = directory / f"{chapter}.json"
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    return path
+
+
+def code_hash(notebook):
+    """SHA-256 of a notebook's code cells (except those tagged to show
+    stored results), the key that ties stored results to their code.
+
+    Args:
+        notebook: str or path of an `.ipynb` file.
+    """
+    cells = json.loads(pathlib.Path(notebook).read_text())["cells"]
+    digest = hashlib.sha256()
+    for cell in cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell["cell_type"] == "code" and SHOW_TAG not in tags:
+            source = cell["source"]
+            source = "".join(source) if isinstance(source, list) else source
+            digest.update(source.strip().encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _find(chapter, directory):
+    if directory is not None:
+        return pathlib.Path(directory) / f"{chapter}.json"
+    for candidate in (pathlib.Path("..") / "results",
+                      pathlib.Path("book") / "results",
+                      pathlib.Path("results")):
+        if (candidate / f"{chapter}.json").is_file():
+            return candidate / f"{chapter}.json"
+    return None
+
+
+def load(chapter, directory=None):
+    """Reads a chapter's stored full-size results.
+
+    Args:
+        chapter: str. The chapter's file name without `.ipynb`.
+        directory: str, path or None. The results folder; None looks in
+            `../results` (a chapter's working directory), then
+            `book/results` and `results`.
+
+    Returns:
+        dict with the stored record, `tables` rebuilt as DataFrames and
+        `figure_paths` mapping figure names to PNG paths; None when no
+        stored run exists.
+    """
+    _check_name("chapter", chapter)
+    path = _find(chapter, directory)
+    if path is None or not path.is_file():
+        return None
+    import pandas as pd
+
+    record = json.loads(path.read_text())
+    tables = {}
+    for name, table in record.get("tables", {}).items():
+        frame = pd.DataFrame(table["data"], columns=table["columns"],
+                             index=table["index"])
+        frame.index.name = table.get("index_name")
+        tables[name] = frame.infer_objects()
+    record["tables"] = tables
+    record["figure_paths"] = {
+        name: path.parent / f"{chapter}-{name}.png"
+        for name in record.get("figures", [])
+    }
+    return record
+
+
+def provenance(record):
+    """One line: size, date, commit, hardware and run time of a record."""
+    hardware = record.get("hardware", {})
+    gpus = hardware.get("gpus") or []
+    where = (f"{len(gpus)} GPU(s)" if gpus else
+             f"{hardware.get('cpus_available', '?')} CPU cores "
+             f"({hardware.get('machine', '?')})")
+    seconds = record.get("run_time_s")
+    took = f", {seconds / 60:.1f} min" if seconds is not None else ""
+    commit = record.get("commit", "uncommitted")[:10]
+    versions = record.get("versions", {})
+    stack = ", ".join(f"{k} {v}" for k, v in versions.items()
+                      if k in ("keras", "tensorflow"))
+    return (f"size `{record.get('size')}`, run {record.get('date', '?')[:10]} "
+            f"at commit `{commit}` on {where}{took}; {stack}")
+
+
+def show(chapter, directory=None, tables=None, figures=None):
+    """Displays a chapter's stored full-size results with their provenance.
+
+    Args:
+        chapter: str. The chapter's file name without `.ipynb`.
+        directory: str, path or None. See `load`.
+        tables: list of table names to show, or None for all.
+        figures: list of figure names to show, or None for all.
+
+    Returns:
+        The record of `load`, or None (after saying so) when there is none.
+    """
+    from IPython.display import Image, Markdown, display
+
+    record = load(chapter, directory)
+    if record is None:
+        display(Markdown(
+            f"*No stored full-size run of `{chapter}` here: run it with "
+            f"`make full CHAPTER={chapter}` (or set `MTLBOOK_SIZE=full`). "
+            "The repository keeps one under `book/results/`.*"))
+        return None
+    display(Markdown(f"**Stored full-size run** ({provenance(record)})"))
+    for name, table in record["tables"].items():
+        if tables is None or name in tables:
+            display(Markdown(f"*{name.replace('_', ' ')}*"))
+            display(table)
+    for name, path in record["figure_paths"].items():
+        if figures is None or name in figures:
+            display(Image(filename=str(path)))
+    return record
