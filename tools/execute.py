@@ -111,7 +111,8 @@ def execute(path, timeout=600):
                 images += 1
                 name = f"{path.stem}-{index:02d}-{images}.png"
                 (out_dir / name).write_bytes(base64.b64decode(png))
-    print(f"{path.relative_to(ROOT)}: {seconds:.0f} s, {images} images, "
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"{shown}: {seconds:.0f} s, {images} images, "
           f"{errors} error/stderr outputs"
           + ("" if failure is None else " -- FAILED"))
     if failure is not None:
