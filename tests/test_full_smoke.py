@@ -8,9 +8,13 @@ Colab reader would otherwise meet first. Chapters are found by their use
 of the size "smoke" in a code cell.
 """
 
+import functools
 import gzip
 import json
 import pathlib
+import shutil
+import tempfile
+import zipfile
 
 import nbformat
 import numpy as np
@@ -50,6 +54,53 @@ def _write_idx(path, array, magic):
         handle.write(header + array.astype(np.uint8).tobytes())
 
 
+def _write_cats_and_dogs(path, per_class=(6, 2), seed=0):
+    """`cats_and_dogs_filtered.zip` as the TensorFlow tutorials serve it.
+
+    `cats_and_dogs_filtered/{train,validation}/{cats,dogs}/*.jpg`: JPEG
+    crops of various sizes from scikit-learn's two sample photos (cats from
+    one, dogs from the other), `per_class` images per class and split.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    with zipfile.ZipFile(path, "w") as archive:
+        for split, count in zip(("train", "validation"), per_class):
+            for animal, photo in zip(("cat", "dog"), photos):
+                for i in range(count):
+                    height, width = rng.integers(96, 240, size=2)
+                    row = rng.integers(0, photo.shape[0] - height)
+                    col = rng.integers(0, photo.shape[1] - width)
+                    image = Image.fromarray(
+                        photo[row:row + height, col:col + width])
+                    name = (f"cats_and_dogs_filtered/{split}/{animal}s/"
+                            f"{animal}.{i}.jpg")
+                    with archive.open(name, "w") as handle:
+                        image.save(handle, format="JPEG")
+    return path
+
+
+IMAGENET_STAND_IN = "mobilenet_v2_imagenet_no_top.weights.h5"
+
+
+@functools.lru_cache(maxsize=None)
+def _mobilenet_v2_weights():
+    """A stand-in for MobileNetV2's ImageNet weights (alpha 1.0, no top).
+
+    Random weights of the same architecture, saved once per test process
+    with `save_weights`, as a reader saves the real ones for offline use.
+    """
+    import keras
+
+    path = pathlib.Path(tempfile.mkdtemp()) / IMAGENET_STAND_IN
+    keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(160, 160, 3),
+        pooling="avg").save_weights(path)
+    return path
+
+
 def write_fixtures(folder):
     """The online data sets' files, small, in their real formats."""
     folder = pathlib.Path(folder)
@@ -63,6 +114,8 @@ def write_fixtures(folder):
                           ("t10k", (x_test, y_test))):
         _write_idx(fashion / f"{split}-images-idx3-ubyte.gz", x, 2051)
         _write_idx(fashion / f"{split}-labels-idx1-ubyte.gz", y, 2049)
+    _write_cats_and_dogs(folder / "cats_and_dogs_filtered.zip")
+    shutil.copy(_mobilenet_v2_weights(), folder / IMAGENET_STAND_IN)
     return folder
 
 
@@ -75,6 +128,11 @@ def test_fixtures_load_like_the_real_files(tmp_path, monkeypatch):
     assert mnist["train"].x.shape[1:] == (28, 28, 1)
     assert mnist["train"].x.dtype == np.float32
     assert data.load_fashion_mnist()["test"].x.shape == (200, 28, 28, 1)
+    with zipfile.ZipFile(tmp_path / "cats_and_dogs_filtered.zip") as archive:
+        names = archive.namelist()
+    assert "cats_and_dogs_filtered/train/cats/cat.0.jpg" in names
+    assert "cats_and_dogs_filtered/validation/dogs/dog.1.jpg" in names
+    assert (tmp_path / IMAGENET_STAND_IN).stat().st_size > 1_000_000
 
 
 @pytest.mark.parametrize("chapter", SMOKE_CHAPTERS,

@@ -10,10 +10,20 @@ number, the cosine between their weight vectors:
 4. `y_i = w_i . x + sum_j sin(alpha_j * w_i . x + beta_j) + noise_i`,
    `noise_i ~ N(0, sigma^2)`.
 
-The paper leaves `alpha`, `beta`, `c` and the number of sinusoids open. We
-fix them here (below) once, for every seed: only `u1, u2`, `x` and the noise
-depend on `seed`. Because the sinusoids are non-linear, the correlation of
-the *labels* is lower than `p`; `label_correlation` measures it.
+The paper calls `alpha_j`, `beta_j` "given parameters that control the
+shape of the sinusoidal functions" and uses `m = 10` sinusoids, `c = 1`
+and noise variance 0.01; it does not say how `alpha`, `beta` were chosen.
+Two readings are offered (`waves`):
+
+- `"fixed"` (the default): the constants `ALPHAS`, `BETAS` below, the same
+  for every seed; only `u1, u2`, `x` and the noise depend on `seed`.
+- `"drawn"`: `alpha_j, beta_j ~ N(0, 1)` drawn anew for every `seed` (from
+  a random stream of their own, so `x`, the directions and the noise are
+  those of `"fixed"`), as public re-implementations of the experiment do.
+  Each seed is then a different pair of task *shapes* as well.
+
+Because the sinusoids are non-linear, the correlation of the *labels* is
+lower than `p`; `label_correlation` measures it.
 
 By default both tasks use the same `alpha_j, beta_j`, as in the paper: at
 `p = 0` the tasks look along orthogonal directions but share the form of
@@ -85,6 +95,44 @@ def mmoe_weight_vectors(correlation, num_features=100, seed=0):
     return w1, w2
 
 
+WAVES = ("fixed", "drawn")
+
+
+def mmoe_waves(seed=0, waves="fixed", shared_waves=True):
+    """The sinusoids' `(alphas_a, betas_a, alphas_b, betas_b)` of a data set.
+
+    Args:
+        seed: int. Seed of the data set (used by `waves="drawn"` only).
+        waves: `"fixed"` (the constants `ALPHAS`, `BETAS`; `ALPHAS_B`,
+            `BETAS_B` for task B when `shared_waves=False`) or `"drawn"`
+            (ten `alpha_j, beta_j ~ N(0, 1)` per task shape, drawn from
+            `seed`).
+        shared_waves: bool. Whether task B uses task A's sinusoids.
+
+    Returns:
+        tuple of four float64 arrays of shape `(10,)`.
+
+    Example:
+
+    ```python
+    alphas, betas, _, _ = mmoe_waves(seed=3, waves="drawn")
+    ```
+    """
+    if waves not in WAVES:
+        raise ValueError(
+            f"`waves` must be one of {WAVES}. Received: waves={waves!r}"
+        )
+    if waves == "fixed":
+        own = (ALPHAS_B, BETAS_B)
+        return (ALPHAS, BETAS) + ((ALPHAS, BETAS) if shared_waves else own)
+    # a stream of its own: inputs, directions and noise stay as in "fixed"
+    rng = np.random.default_rng([seed, 2018])
+    alphas, betas, alphas_b, betas_b = rng.normal(size=(4, len(ALPHAS)))
+    if shared_waves:
+        alphas_b, betas_b = alphas, betas
+    return alphas, betas, alphas_b, betas_b
+
+
 def _labels(x, w, rng, alphas=ALPHAS, betas=BETAS):
     z = x @ w
     waves = np.sin(np.outer(z, alphas) + betas).sum(axis=1)
@@ -93,7 +141,7 @@ def _labels(x, w, rng, alphas=ALPHAS, betas=BETAS):
 
 def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
                         correlation=0.9, num_features=100, seed=0,
-                        shared_waves=True):
+                        shared_waves=True, waves="fixed"):
     """Makes the MMoE paper's two regression tasks with set correlation.
 
     Args:
@@ -107,6 +155,9 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
             tasks use the sinusoids `ALPHAS`, `BETAS`; if False, task B
             uses `ALPHAS_B`, `BETAS_B`. Inputs, directions and noise are the
             same either way.
+        waves: `"fixed"` (default) or `"drawn"`. How the sinusoids'
+            `alpha_j, beta_j` are chosen: the module's constants for every
+            seed, or drawn from `N(0, 1)` per seed (see `mmoe_waves`).
 
     Returns:
         dict of `Split(x, y)`: x float32 `(n, num_features)`, y
@@ -119,6 +170,8 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
     label_correlation(data["train"])  # below 0.5: the sinusoids decorrelate
     # orthogonal directions and different sinusoids: unrelated in form too
     data = make_mmoe_synthetic(correlation=0.0, shared_waves=False)
+    # sinusoids drawn per seed, as re-implementations of the paper do
+    data = make_mmoe_synthetic(correlation=0.5, seed=3, waves="drawn")
     ```
 
     Reference:
@@ -138,7 +191,7 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
             "`shared_waves` must be a bool. "
             f"Received: shared_waves={shared_waves!r}"
         )
-    waves_b = (ALPHAS, BETAS) if shared_waves else (ALPHAS_B, BETAS_B)
+    alphas, betas, alphas_b, betas_b = mmoe_waves(seed, waves, shared_waves)
     w1, w2 = mmoe_weight_vectors(correlation, num_features, seed)
     rng = np.random.default_rng(seed + 1)
     splits = {}
@@ -149,8 +202,8 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
         x = rng.normal(size=(size, num_features))
         splits[name] = Split(
             x.astype("float32"),
-            {"task_a": _labels(x, w1, rng),
-             "task_b": _labels(x, w2, rng, *waves_b)},
+            {"task_a": _labels(x, w1, rng, alphas, betas),
+             "task_b": _labels(x, w2, rng, alphas_b, betas_b)},
         )
     return splits
 
