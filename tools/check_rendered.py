@@ -10,6 +10,8 @@ HTML_DIR is a built book (default `_build/html`). For every chapter page
   shows at least one image on the page, and every output image has a
   caption or a real alt text (not just its file name);
 - no cell shows an error or a stderr block;
+- a cell tagged `stored-results` shows the stored full-size run with its
+  provenance line (`mtlbook.results.show`);
 - every diagram (a Markdown image) has alt text and exists;
 - formulas: pages load MathJax from the book itself (`_static/mathjax`), never
   from a CDN, and no `$...$` is left unconverted in the text.
@@ -105,6 +107,13 @@ def check_page(notebook, html_dir, static):
         where = f"code cell {index} ({first[0][:50]!r})" if first else index
         if not static and draws(cell) and not images:
             problems.append(f"{where} draws but the page shows no image")
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "stored-results" in tags:
+            counts["stored"] = counts.get("stored", 0) + 1
+            text = " ".join(o.get_text(" ", strip=True) for o in outputs)
+            if not static and "Stored full-size run" not in text:
+                problems.append(f"{where} shows no stored full-size run "
+                                "(with its provenance)")
         for image in images:
             if not captioned(image):
                 problems.append(f"{where}: figure without caption or alt text")
