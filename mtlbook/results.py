@@ -196,6 +196,9 @@ def provenance(record):
     versions = record.get("versions", {})
     stack = ", ".join(f"{k} {v}" for k, v in versions.items()
                       if k in ("keras", "tensorflow"))
+    if record.get("uncommitted_changes"):
+        commit += "` plus the chapter's then uncommitted edits, code `"
+        commit += record.get("code_hash", "?")[:10]
     return (f"size `{record.get('size')}`, run {record.get('date', '?')[:10]} "
             f"at commit `{commit}` on {where}{took}; {stack}")
 
