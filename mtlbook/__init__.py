@@ -13,6 +13,10 @@ that a reader can copy one file into a project:
 - `mtlbook.transfer`: backbones, freezing, learning-rate groups.
 - `mtlbook.adaptation`: domain-adversarial training (DANN).
 - `mtlbook.plot`: figures (imports matplotlib; nothing else does).
+- `mtlbook.metrics`: Δm against single-task baselines, paired differences
+  over seeds with confidence intervals.
+- `mtlbook.sizes`, `mtlbook.results`: the chapters' size switch
+  (`MTLBOOK_SIZE=small|full`) and their stored full-size results.
 - `mtlbook.bench`: `python -m mtlbook.bench`, timed comparisons.
 
 Submodules are imported on first use, so `import mtlbook` is cheap and never
@@ -25,7 +29,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "data", "tf1", "plot", "layers", "models", "weighting", "training",
-    "transfer", "bench", "adaptation",
+    "transfer", "bench", "adaptation", "metrics", "sizes", "results",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
