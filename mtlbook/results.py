@@ -51,11 +51,37 @@ def _environment():
     return {"versions": versions, "hardware": hardware}
 
 
+def _label_to_json(label):
+    if isinstance(label, tuple):  # a MultiIndex entry
+        return [_label_to_json(part) for part in label]
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        return label
+    return str(label)
+
+
+def _labels_from_json(labels):
+    import ast
+
+    import pandas as pd
+
+    parsed = []
+    for label in labels:
+        if isinstance(label, str) and label.startswith("("):
+            try:  # a MultiIndex entry stored as its repr by an older store
+                label = ast.literal_eval(label)
+            except (ValueError, SyntaxError):
+                pass
+        parsed.append(tuple(label) if isinstance(label, (list, tuple))
+                      else label)
+    if parsed and all(isinstance(label, tuple) for label in parsed):
+        return pd.MultiIndex.from_tuples(parsed)
+    return pd.Index(parsed)
+
+
 def _table_to_json(table):
     return {
-        "columns": [str(c) for c in table.columns],
-        "index": [i if isinstance(i, (int, float)) else str(i)
-                  for i in table.index],
+        "columns": [_label_to_json(c) for c in table.columns],
+        "index": [_label_to_json(i) for i in table.index],
         "index_name": table.index.name,
         "data": table.astype(object).where(table.notna(), None).values.tolist(),
     }
@@ -171,9 +197,11 @@ def load(chapter, directory=None):
     record = json.loads(path.read_text())
     tables = {}
     for name, table in record.get("tables", {}).items():
-        frame = pd.DataFrame(table["data"], columns=table["columns"],
-                             index=table["index"])
-        frame.index.name = table.get("index_name")
+        frame = pd.DataFrame(table["data"],
+                             columns=_labels_from_json(table["columns"]),
+                             index=_labels_from_json(table["index"]))
+        if table.get("index_name") is not None:
+            frame.index.name = table["index_name"]
         tables[name] = frame.infer_objects()
     record["tables"] = tables
     record["figure_paths"] = {

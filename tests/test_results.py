@@ -114,3 +114,19 @@ def test_every_chapter_that_shows_stored_results_has_them():
                 f"{chapter.name} shows stored results but book/results/ "
                 f"has no {name}.json: run `make full CHAPTER={name}`"
             )
+
+
+def test_multi_index_tables_round_trip(tmp_path):
+    columns = pd.MultiIndex.from_tuples([("mean", "a"), ("std", "a")])
+    index = pd.MultiIndex.from_tuples([("x", 1), ("y", 2)])
+    table = pd.DataFrame([[0.5, 0.1], [0.25, 0.2]], columns=columns,
+                         index=index)
+    results.store("multi", tables={"t": table}, directory=tmp_path)
+    loaded = results.load("multi", tmp_path)["tables"]["t"]
+    pd.testing.assert_frame_equal(loaded, table)
+    # labels an older store wrote as their repr load as a MultiIndex too
+    record = json.loads((tmp_path / "multi.json").read_text())
+    record["tables"]["t"]["columns"] = ["('mean', 'a')", "('std', 'a')"]
+    (tmp_path / "multi.json").write_text(json.dumps(record))
+    loaded = results.load("multi", tmp_path)["tables"]["t"]
+    assert list(loaded.columns) == [("mean", "a"), ("std", "a")]
