@@ -13,6 +13,14 @@ mean pairwise cosine of the task gradients on the shared parameters
 `tf.data`, Keras callbacks, `.keras` saving,
 `tf.distribute.MirroredStrategy` and the `mixed_float16` policy.
 
+It only knows the strategy protocol of `mtlbook.weighting.base`: a strategy
+that needs nothing but the losses runs inside Keras's own `train_step`
+(this model overrides `compute_loss`); one that declares it needs per-task
+gradients or gradient norms gets them from a `tf.GradientTape` step. The
+same plumbing is public for hand-written loops: `task_gradient_matrix`,
+`cross_replica_sum` and, in `mtlbook.weighting.base`, `flatten_gradients`
+and `unflatten_gradients`. TensorFlow backend only.
+
 Example:
 
 ```python
@@ -33,13 +41,20 @@ history.history["parity_weight"], history.history["val_digit_accuracy"]
 ```
 """
 
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from mtlbook.weighting import EqualWeighting, GradNorm, StaticWeighting
-from mtlbook.weighting.base import GradientMethod, LossWeighting
+from mtlbook.weighting.base import (
+    EqualWeighting,
+    Strategy,
+    UpdateEpoch,
+    flatten_gradients,
+    unflatten_gradients,
+)
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")
@@ -63,7 +78,7 @@ class LastValue(keras.metrics.Metric):
 
 
 class _FunctionLoss(keras.losses.Loss):
-    """Wraps a per-sample loss function into a `keras.losses.Loss`."""
+    """A per-sample loss function as a `keras.losses.Loss` (mean reduced)."""
 
     def __init__(self, function, name=None):
         super().__init__(name=name or getattr(function, "__name__", "loss"))
@@ -73,58 +88,17 @@ class _FunctionLoss(keras.losses.Loss):
         return self.function(y_true, y_pred)
 
 
-def _resolve_loss(loss):
+def _task_loss(identifier):
+    """Resolves one task's loss as `compile` does (`keras.losses.get`)."""
+    loss = keras.losses.get(identifier)
     if isinstance(loss, keras.losses.Loss):
         return loss
-    if isinstance(loss, str):
-        resolved = keras.losses.get(loss)
-        if isinstance(resolved, keras.losses.Loss):
-            return resolved
-        return _FunctionLoss(resolved, name=loss)
     if callable(loss):
-        return _FunctionLoss(loss)
+        name = identifier if isinstance(identifier, str) else None
+        return _FunctionLoss(loss, name=name)
     raise TypeError(
         "Each loss must be a keras.losses.Loss, a loss name or a function. "
-        f"Received: loss={loss!r}"
-    )
-
-
-_ACCURACY = {
-    "SparseCategoricalCrossentropy": keras.metrics.SparseCategoricalAccuracy,
-    "sparse_categorical_crossentropy": keras.metrics.SparseCategoricalAccuracy,
-    "BinaryCrossentropy": keras.metrics.BinaryAccuracy,
-    "binary_crossentropy": keras.metrics.BinaryAccuracy,
-    "CategoricalCrossentropy": keras.metrics.CategoricalAccuracy,
-    "categorical_crossentropy": keras.metrics.CategoricalAccuracy,
-}
-
-
-def _resolve_metric(metric, task, loss):
-    if isinstance(metric, str):
-        if metric in ("accuracy", "acc"):
-            key = type(loss).__name__
-            if isinstance(loss, _FunctionLoss):
-                key = getattr(loss.function, "__name__", "")
-            metric_class = _ACCURACY.get(key, keras.metrics.Accuracy)
-            return metric_class(name=f"{task}_accuracy")
-        resolved = keras.metrics.get(metric)
-        if isinstance(resolved, keras.metrics.Metric):
-            config = resolved.get_config()
-            config["name"] = f"{task}_{metric}"
-            return type(resolved).from_config(config)
-        return keras.metrics.MeanMetricWrapper(
-            resolved, name=f"{task}_{metric}"
-        )
-    if isinstance(metric, keras.metrics.Metric):
-        config = metric.get_config()
-        config["name"] = f"{task}_{config['name']}"
-        return type(metric).from_config(config)
-    if callable(metric):
-        name = getattr(metric, "__name__", "metric")
-        return keras.metrics.MeanMetricWrapper(metric, name=f"{task}_{name}")
-    raise TypeError(
-        "Each metric must be a keras.metrics.Metric, a name or a function. "
-        f"Received: metric={metric!r}"
+        f"Received: loss={identifier!r}"
     )
 
 
@@ -143,33 +117,70 @@ def _check_task_keys(argument, value, tasks, require_all):
         )
 
 
-def _cross_replica_sum(value):
-    """Sums one tensor over the replicas of a distributed run."""
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+def _replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def cross_replica_sum(value):
+    """Sums a tensor over the replicas of a `tf.distribute` run.
+
+    Outside a distribution strategy (or with one replica) it returns
+    `value` unchanged. Call it in the replica context, e.g. inside a
+    `train_step`.
+
+    Args:
+        value: tensor.
+
+    Returns:
+        Tensor of the same shape: the sum over replicas.
+    """
+    if _replicas() == 1:
         return value
     return tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, value
     )
 
 
-def _flatten(gradients, variables):
-    return ops.concatenate([
-        ops.reshape(
-            ops.zeros(v.shape, "float32") if g is None
-            else ops.cast(g, "float32"),
-            (-1,),
+def task_gradient_matrix(tape, task_losses, variables):
+    """The `(T, D)` matrix of per-task gradients, for a gradient method.
+
+    Row `i` is the gradient of `task_losses[i]` with respect to
+    `variables`, flattened by `flatten_gradients` (a variable that task
+    `i` does not reach gives zeros), summed over the replicas of a
+    distributed run. It costs one backward pass per task.
+
+    Args:
+        tape: a `tf.GradientTape(persistent=True)` that recorded the
+            forward pass.
+        task_losses: sequence of `T` scalar tensors (or a `(T,)` tensor)
+            computed under `tape`.
+        variables: list of the (shared) variables.
+
+    Returns:
+        `(T, D)` float32 tensor.
+
+    Example:
+
+    ```python
+    with tf.GradientTape(persistent=True) as tape:
+        predictions = model(x, training=True)
+        losses = [loss_fn[t](y[t], predictions[t]) for t in tasks]
+    matrix = task_gradient_matrix(tape, losses, shared)
+    update = strategy.combine_gradients(matrix, optimizer.iterations)
+    optimizer.apply_gradients(
+        zip(unflatten_gradients(update, shared), shared))
+    ```
+    """
+    if not variables:
+        raise ValueError(
+            "`variables` must be a non-empty list of variables. "
+            f"Received: variables={variables!r}"
         )
-        for g, v in zip(gradients, variables)
-    ])
-
-
-def _unflatten(vector, variables):
-    pieces, start = [], 0
-    for variable in variables:
-        size = int(np.prod(variable.shape))
-        pieces.append(ops.reshape(vector[start:start + size], variable.shape))
-        start += size
-    return pieces
+    rows = [
+        flatten_gradients(tape.gradient(loss, variables), variables)
+        for loss in task_losses
+    ]
+    return cross_replica_sum(ops.stack(rows))
 
 
 def mean_pairwise_cosine(task_gradients):
@@ -190,6 +201,10 @@ def mean_pairwise_cosine(task_gradients):
     return ops.sum(cosine * upper) / upper.sum()
 
 
+def _overrides(strategy, method):
+    return getattr(type(strategy), method) is not getattr(Strategy, method)
+
+
 @keras.saving.register_keras_serializable(package="mtlbook")
 class MultiTaskModel(keras.Model):
     """A multi-output Keras model trained with a multi-task strategy.
@@ -199,19 +214,28 @@ class MultiTaskModel(keras.Model):
     dict outputs). Every trainable variable of the network is sorted once,
     by which task outputs depend on it: a variable reached by one task
     only belongs to that task, one reached by several tasks is shared
-    (`shared_layers` overrides the shared set). In `train_step`:
+    (`shared_layers` overrides the shared set).
 
-    - a `LossWeighting` strategy turns the `T` task losses into one loss,
-      differentiated once w.r.t. all variables; `GradNorm` then updates
-      its weights from the task gradient norms on the last shared layer;
-    - a `GradientMethod` gets the `(T, D)` per-task gradients of the shared
+    Training follows the strategy protocol (`mtlbook.weighting.base`):
+
+    - a strategy that needs only the losses (equal, static, uncertainty
+      weighting, DWA) runs in Keras's own `train_step`: `compute_loss`
+      returns `strategy.combine_losses` of the `T` task losses;
+    - a strategy that declares `requires_task_gradients` (PCGrad, MGDA,
+      CAGrad) gets the `(T, D)` per-task gradients of the shared
       variables and returns their update; task-specific variables get
-      their own task's gradient, never projected.
+      their own task's gradient, never projected;
+    - one that declares `requires_gradient_norms` (GradNorm) gets the
+      task gradient norms at `strategy.gradient_norm_layer` (default: the
+      last layer with shared variables) in `update_step`.
 
-    Under `tf.distribute`, per-task gradients are summed over replicas
-    before a gradient method sees them; under `mixed_float16` they are
-    unscaled before and rescaled after, so the `LossScaleOptimizer` still
-    skips steps with non-finite gradients.
+    `update_step` runs after every training step and `update_epoch` after
+    every epoch of `fit` (with `train_on_batch`, call
+    `model.strategy.update_epoch()` yourself). Under `tf.distribute`,
+    per-task gradients are summed over replicas before a gradient method
+    sees them; under `mixed_float16` they are unscaled before and rescaled
+    after, so the `LossScaleOptimizer` still skips steps with non-finite
+    gradients.
 
     Args:
         inputs: Keras input tensor(s) (functional construction).
@@ -220,8 +244,6 @@ class MultiTaskModel(keras.Model):
         shared_layers: optional list of layer names whose variables are the
             shared parameters. Other variables reached by several tasks
             then get the plain sum of those tasks' gradients.
-        gradnorm_layer: optional name of the layer whose variables GradNorm
-            measures; default the last layer with shared variables.
         log_conflict: bool. Log `gradient_cosine`, the mean pairwise cosine
             of the task gradients on the shared variables (costs `T` extra
             backward passes for loss-weighting strategies).
@@ -236,8 +258,17 @@ class MultiTaskModel(keras.Model):
 
     def __init__(
         self, inputs=None, outputs=None, strategy=None, shared_layers=None,
-        gradnorm_layer=None, log_conflict=False, network=None, **kwargs,
+        log_conflict=False, network=None, **kwargs,
     ):
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "MultiTaskModel needs the TensorFlow backend (it takes "
+                "per-task gradients with tf.GradientTape); the strategies, "
+                "layers and gradient functions of mtlbook.weighting work on "
+                "every backend. Received: keras.backend.backend()="
+                f"{keras.backend.backend()!r} (set KERAS_BACKEND="
+                "tensorflow)"
+            )
         super().__init__(**kwargs)
         if network is None:
             if not isinstance(outputs, dict) or not outputs:
@@ -256,24 +287,19 @@ class MultiTaskModel(keras.Model):
         self.tasks = list(network.output)
         if strategy is None:
             strategy = EqualWeighting()
-        if not isinstance(strategy, (LossWeighting, GradientMethod)):
+        if not isinstance(strategy, Strategy):
             raise TypeError(
                 "`strategy` must be a mtlbook.weighting strategy. "
                 f"Received: strategy={strategy!r}"
             )
-        if isinstance(strategy, StaticWeighting):
-            strategy.order_for(self.tasks)
-        strategy.check_num_tasks(len(self.tasks))
-        if not strategy.built:
-            strategy.build((len(self.tasks),))
+        strategy.set_tasks(self.tasks)
         self.strategy = strategy
         self.log_conflict = bool(log_conflict)
         self.shared_layers = (
             None if shared_layers is None else list(shared_layers)
         )
-        self.gradnorm_layer = gradnorm_layer
         self._split_variables()
-        needs_shared = strategy.is_gradient_method or self.log_conflict
+        needs_shared = strategy.requires_task_gradients or self.log_conflict
         if needs_shared and not self.shared_variables:
             raise ValueError(
                 f"`strategy` {type(strategy).__name__} (or log_conflict) "
@@ -281,26 +307,75 @@ class MultiTaskModel(keras.Model):
                 "reached by two or more tasks. Received: "
                 f"shared_layers={self.shared_layers}"
             )
+        self._norm_variables = (
+            self._gradient_norm_variables()
+            if strategy.requires_gradient_norms else []
+        )
+        self._tape_step = (
+            strategy.requires_task_gradients
+            or strategy.requires_gradient_norms or self.log_conflict
+        )
+        self._step_hook = _overrides(strategy, "update_step")
+        # what Keras does not log: per-task losses, weights and conflict
+        self.loss_trackers = {
+            t: keras.metrics.Mean(name=f"{t}_loss") for t in self.tasks
+        }
+        self.weight_trackers = {
+            t: LastValue(name=f"{t}_weight") for t in self.tasks
+        }
+        self.conflict_tracker = None
         if self.log_conflict:
+            self.conflict_tracker = keras.metrics.Mean(name="gradient_cosine")
             self.last_gradient_cosine = self.add_weight(
                 name="last_gradient_cosine", shape=(), initializer="zeros",
                 trainable=False, aggregation="only_first_replica",
             )
+        self.task_losses = None
         self.built = True
 
     # ----------------------------------------------------------- structure
     def _split_variables(self):
-        strategy = tf.distribute.get_strategy()
         found = []
-        distributed = tf.distribute.has_strategy()
-        if distributed and tf.distribute.in_cross_replica_context():
+        if (tf.distribute.has_strategy()
+                and tf.distribute.in_cross_replica_context()):
             # Mirrored variables are only differentiable in a replica context.
-            strategy.run(lambda: found.append(self._variable_owners()))
+            tf.distribute.get_strategy().run(
+                lambda: found.append(self._variable_owners()))
         else:
             found.append(self._variable_owners())
         owners = found[0]
         variables = self.network.trainable_variables
-        self._assign_variables(variables, owners)
+        if self.shared_layers is None:
+            shared = [v for v in variables if len(owners[id(v)]) > 1]
+        else:
+            names = {layer.name for layer in self.network.layers}
+            unknown = sorted(set(self.shared_layers) - names)
+            if unknown:
+                raise ValueError(
+                    "`shared_layers` must name layers of the network. "
+                    f"Received unknown names: {unknown}"
+                )
+            ids = {
+                id(v) for name in self.shared_layers
+                for v in self.network.get_layer(name).trainable_variables
+            }
+            shared = [v for v in variables if id(v) in ids]
+        shared_ids = {id(v) for v in shared}
+        self.shared_variables = shared
+        self.task_variables = {
+            t: [v for v in variables
+                if id(v) not in shared_ids and t in owners[id(v)]]
+            for t in self.tasks
+        }
+        # (position in network variables, owning task indices), unshared
+        self._own_positions = [
+            (i, [self.tasks.index(t) for t in owners[id(v)]])
+            for i, v in enumerate(variables)
+            if id(v) not in shared_ids and owners[id(v)]
+        ]
+        self._shared_positions = [
+            i for i, v in enumerate(variables) if id(v) in shared_ids
+        ]
 
     def _variable_owners(self):
         """`{id(variable): [tasks whose outputs depend on it]}`."""
@@ -326,50 +401,34 @@ class MultiTaskModel(keras.Model):
         del tape
         return owners
 
-    def _assign_variables(self, variables, owners):
-        if self.shared_layers is None:
-            shared = [v for v in variables if len(owners[id(v)]) > 1]
+    def _gradient_norm_variables(self):
+        name = self.strategy.gradient_norm_layer
+        shared_ids = {id(v) for v in self.shared_variables}
+        if name is not None:
+            names = [layer.name for layer in _flat_layers(self.network)]
+            if name not in names:
+                raise ValueError(
+                    f"`{type(self.strategy).__name__}`'s gradient norm "
+                    f"layer must name a layer of the network. Received: "
+                    f"layer={name!r}"
+                )
+            layer = [la for la in _flat_layers(self.network)
+                     if la.name == name][0]
+            found = list(layer.trainable_variables)
         else:
-            names = {layer.name for layer in self.network.layers}
-            unknown = sorted(set(self.shared_layers) - names)
-            if unknown:
-                raise ValueError(
-                    "`shared_layers` must name layers of the network. "
-                    f"Received unknown names: {unknown}"
-                )
-            ids = {
-                id(v) for name in self.shared_layers
-                for v in self.network.get_layer(name).trainable_variables
-            }
-            shared = [v for v in variables if id(v) in ids]
-        shared_ids = {id(v) for v in shared}
-        self.shared_variables = shared
-        self.task_variables = {
-            t: [v for v in variables
-                if id(v) not in shared_ids and t in owners[id(v)]]
-            for t in self.tasks
-        }
-        self._owners = owners
-        self._gradnorm_variables = []
-        if isinstance(self.strategy, GradNorm):
-            if self.gradnorm_layer is not None:
-                layer_vars = self.network.get_layer(
-                    self.gradnorm_layer).trainable_variables
-            else:
-                layer_vars = []
-                for layer in reversed(_flat_layers(self.network)):
-                    found = [v for v in layer.trainable_variables
-                             if id(v) in shared_ids]
-                    if found and not getattr(layer, "layers", None):
-                        layer_vars = found
-                        break
-            if not layer_vars:
-                raise ValueError(
-                    "GradNorm needs a shared layer with trainable variables; "
-                    "none was found. Received: "
-                    f"gradnorm_layer={self.gradnorm_layer!r}"
-                )
-            self._gradnorm_variables = layer_vars
+            found = []
+            for layer in reversed(_flat_layers(self.network)):
+                found = [v for v in layer.trainable_variables
+                         if id(v) in shared_ids]
+                if found and not getattr(layer, "layers", None):
+                    break
+        if not found:
+            raise ValueError(
+                f"`{type(self.strategy).__name__}` needs gradient norms at "
+                "a shared layer with trainable variables; none was found. "
+                f"Received: layer={name!r}"
+            )
+        return found
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
@@ -377,6 +436,10 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training, with one loss (and metrics) per task.
+
+        Metrics are Keras's own (`compile(metrics=...)`, logged as
+        `<task>_<metric>`); the losses are resolved as Keras resolves them
+        and combined by the strategy, so `loss_weights` is not accepted.
 
         Args:
             optimizer: optimizer name or instance.
@@ -386,8 +449,9 @@ class MultiTaskModel(keras.Model):
                 `steps_per_execution`, `run_eagerly`, ...).
         """
         _check_task_keys("loss", loss, self.tasks, require_all=True)
-        metrics = {} if metrics is None else metrics
-        _check_task_keys("metrics", metrics, self.tasks, require_all=False)
+        if metrics is not None:
+            _check_task_keys("metrics", metrics, self.tasks,
+                             require_all=False)
         for forbidden in ("loss_weights", "weighted_metrics"):
             if kwargs.get(forbidden) is not None:
                 raise ValueError(
@@ -395,74 +459,39 @@ class MultiTaskModel(keras.Model):
                     f"a strategy such as StaticWeighting. Received: "
                     f"{forbidden}={kwargs[forbidden]!r}"
                 )
-        super().compile(optimizer=optimizer, **kwargs)
+        kwargs.pop("loss_weights", None)
+        kwargs.pop("weighted_metrics", None)
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.task_losses = {t: _task_loss(loss[t]) for t in self.tasks}
         self._loss_spec = dict(loss)
-        self._metric_spec = {t: list(m) if isinstance(m, (list, tuple))
-                             else [m] for t, m in metrics.items()}
-        self._kwargs_spec = dict(kwargs)
-        self.task_losses = {t: _resolve_loss(loss[t]) for t in self.tasks}
-        self.total_tracker = keras.metrics.Mean(name="loss")
-        self.loss_trackers = {
-            t: keras.metrics.Mean(name=f"{t}_loss") for t in self.tasks
-        }
-        self.task_metrics = {
-            t: [_resolve_metric(m, t, self.task_losses[t])
-                for m in self._metric_spec.get(t, [])]
-            for t in self.tasks
-        }
-        self.weight_trackers = {
-            t: LastValue(name=f"{t}_weight") for t in self.tasks
-        }
-        self.conflict_tracker = (
-            keras.metrics.Mean(name="gradient_cosine")
-            if self.log_conflict else None
-        )
-
-    @property
-    def metrics(self):
-        if not getattr(self, "compiled", False) or not hasattr(
-            self, "total_tracker"
-        ):
-            return []
-        result = [self.total_tracker, *self.loss_trackers.values()]
-        for task in self.tasks:
-            result.extend(self.task_metrics[task])
-        result.extend(self.weight_trackers.values())
-        if self.conflict_tracker is not None:
-            result.append(self.conflict_tracker)
-        return result
 
     def get_compile_config(self):
-        if not getattr(self, "compiled", False):
-            return {}
-        optimizer = self.optimizer
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            optimizer = optimizer.inner_optimizer
-        serialize = keras.saving.serialize_keras_object
-        return {
-            "optimizer": serialize(optimizer),
-            "loss": {t: serialize(v) for t, v in self._loss_spec.items()},
-            "metrics": {t: [serialize(m) for m in ms]
-                        for t, ms in self._metric_spec.items()},
-            "kwargs": dict(self._kwargs_spec),
-        }
+        config = super().get_compile_config()
+        if config:
+            config["loss"] = keras.saving.serialize_keras_object(
+                self._loss_spec)
+        return config
 
     def compile_from_config(self, config):
-        if not config:
-            return
-        deserialize = keras.saving.deserialize_keras_object
-        self.compile(
-            optimizer=deserialize(config["optimizer"]),
-            loss={t: deserialize(v) for t, v in config["loss"].items()},
-            metrics={t: [deserialize(m) for m in ms]
-                     for t, ms in config["metrics"].items()},
-            **config.get("kwargs", {}),
-        )
+        self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
 
     # ---------------------------------------------------------------- steps
-    def _local_losses(self, y, y_pred, sample_weight):
-        """`(T,)` per-replica mean task losses (not divided by replicas)."""
+    def compute_task_losses(self, y, y_pred, sample_weight=None):
+        """`(T,)` task losses of a batch, each task's compiled loss.
+
+        Under `tf.distribute` each is the loss of this replica's batch (not
+        divided by the number of replicas, unlike a Keras loss's value).
+
+        Args:
+            y: dict `{task: targets}`.
+            y_pred: dict `{task: predictions}`.
+            sample_weight: None, one array for every task, or a dict
+                `{task: array}`.
+
+        Returns:
+            `(T,)` float32 tensor, in the order of `model.tasks`.
+        """
         unknown = (sorted(set(y) - set(self.tasks))
                    if isinstance(y, dict) else [])
         if not isinstance(y, dict) or unknown:
@@ -470,7 +499,7 @@ class MultiTaskModel(keras.Model):
                 f"`y` must be a dict keyed by task name {self.tasks}. "
                 f"Received: keys={sorted(y) if isinstance(y, dict) else y}"
             )
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = _replicas()
         losses = []
         for task in self.tasks:
             weight = (sample_weight.get(task) if isinstance(sample_weight, dict)
@@ -479,161 +508,197 @@ class MultiTaskModel(keras.Model):
             losses.append(ops.cast(value, "float32") * replicas)
         return ops.stack(losses)
 
-    def _update_metrics(self, x, y, y_pred, losses):
+    def _extra_loss(self):
+        """Regularization and `add_loss` terms, scaled for distribution."""
+        if not self.losses:
+            return None
+        return ops.sum([ops.sum(ops.cast(v, "float32"))
+                        for v in self.losses]) / _replicas()
+
+    def _track(self, x, losses, training):
         batch = ops.shape(tf.nest.flatten(x)[0])[0]
         for i, task in enumerate(self.tasks):
             self.loss_trackers[task].update_state(
-                losses[i], sample_weight=batch
-            )
-            for metric in self.task_metrics[task]:
-                metric.update_state(y[task], y_pred[task])
+                losses[i], sample_weight=batch)
+        if training:
+            weights = self.strategy.task_weights()
+            for i, task in enumerate(self.tasks):
+                self.weight_trackers[task].update_state(weights[i])
 
-    def _result(self, metrics):
-        return {m.name: m.result() for m in metrics}
+    def _global_losses(self, losses):
+        if _replicas() == 1:
+            return losses
+        return cross_replica_sum(losses) / _replicas()
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """The strategy's total of the task losses (plus regularization).
+
+        Keras's `train_step` and `test_step` call it: it is where a loss
+        weighting acts. Gradient methods are trained on the plain sum.
+        """
+        if self.task_losses is None:
+            raise ValueError("Call `compile` before training or evaluating.")
+        losses = self.compute_task_losses(y, y_pred, sample_weight)
+        if self.strategy.requires_task_gradients:
+            total = ops.sum(losses)
+        else:
+            total = self.strategy.combine_losses(losses)
+        if training and self._step_hook and not self._tape_step:
+            self.strategy.update_step(self._global_losses(losses))
+        self._track(x, losses, training and not self._tape_step)
+        total = total / _replicas()
+        extra = self._extra_loss()
+        return total if extra is None else total + extra
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        strategy = self.strategy
-        gradient_method = strategy.is_gradient_method
-        persistent = (gradient_method or self.log_conflict
-                      or isinstance(strategy, GradNorm))
-        network_vars = self.network.trainable_variables
-        with tf.GradientTape(persistent=persistent) as tape:
-            y_pred = self(x, training=True)
-            losses = self._local_losses(y, y_pred, sample_weight)
-            extra = (ops.sum([ops.cast(v, "float32") for v in self.losses])
-                     if self.losses else None)
-            # per-task losses as the optimizer sees them: / replicas, scaled
-            scaled_task = [self.optimizer.scale_loss(losses[i] / replicas)
-                           for i in range(len(self.tasks))]
-            if not gradient_method:
-                total = strategy(losses)
-                objective = total / replicas
-                if extra is not None:
-                    objective = objective + extra / replicas
-                objective = self.optimizer.scale_loss(objective)
-            else:
-                total = ops.sum(losses)
-                if extra is not None:
-                    extra_scaled = self.optimizer.scale_loss(extra / replicas)
-        shared_matrix, barrier = None, []
-        if gradient_method or self.log_conflict:
-            shared_matrix = self._task_gradient_matrix(tape, scaled_task)
-            barrier.append(shared_matrix)
-        if not gradient_method:
-            variables = network_vars + strategy.trainable_variables
-            gradients = tape.gradient(objective, variables)
-            if isinstance(strategy, GradNorm):
-                barrier.append(self._gradnorm_step(tape, scaled_task, losses))
-        else:
-            variables, gradients = self._combined_gradients(
-                tape, scaled_task, shared_matrix, replicas
-            )
-            if extra is not None:
-                regular = tape.gradient(extra_scaled, variables)
-                gradients = [g if r is None else (r if g is None else g + r)
-                             for g, r in zip(gradients, regular)]
-        del tape
-        if barrier and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # all replicas must run their collectives in the same order
-            with tf.control_dependencies(barrier):
-                gradients = [None if g is None else tf.identity(g)
-                             for g in gradients]
-        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-        self.optimizer.apply_gradients(pairs)
-
-        self.total_tracker.update_state(
-            total, sample_weight=ops.shape(tf.nest.flatten(x)[0])[0]
-        )
-        self._update_metrics(x, y, y_pred, losses)
-        weights = strategy.task_weights()
-        for i, task in enumerate(self.tasks):
-            self.weight_trackers[task].update_state(weights[i])
-        if self.log_conflict:
-            cosine = mean_pairwise_cosine(shared_matrix)
-            self.conflict_tracker.update_state(cosine)
-            self.last_gradient_cosine.assign(cosine)
-        return self._result(self.metrics)
+        if not self._tape_step:
+            return super().train_step(data)
+        return self._tape_train_step(data)
 
     def _loss_scale(self):
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             return ops.cast(self.optimizer.dynamic_scale, "float32")
         return None
 
-    def _task_gradient_matrix(self, tape, scaled_task):
-        """`(T, D)` unscaled, replica-summed task gradients (shared vars)."""
-        rows = [
-            _flatten(tape.gradient(loss, self.shared_variables),
-                     self.shared_variables)
-            for loss in scaled_task
-        ]
-        matrix = _cross_replica_sum(ops.stack(rows))
+    def _tape_train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = _replicas()
+        strategy = self.strategy
+        method = strategy.requires_task_gradients
+        network_vars = self.network.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            losses = self.compute_task_losses(y, y_pred, sample_weight)
+            extra = self._extra_loss()
+            # per-task losses as the optimizer sees them: / replicas, scaled
+            scaled = [self.optimizer.scale_loss(losses[i] / replicas)
+                      for i in range(len(self.tasks))]
+            if method:
+                total = ops.sum(losses)
+                if extra is not None:
+                    extra_scaled = self.optimizer.scale_loss(extra)
+            else:
+                total = strategy.combine_losses(losses)
+                objective = total / replicas
+                if extra is not None:
+                    objective = objective + extra
+                objective = self.optimizer.scale_loss(objective)
         scale = self._loss_scale()
-        return matrix if scale is None else matrix / scale
+        barrier, matrix, norms = [], None, None
+        if method:
+            variables, gradients, matrix = self._method_gradients(
+                tape, scaled, scale)
+            if extra is not None:
+                regular = tape.gradient(extra_scaled, variables)
+                gradients = [g if r is None else (r if g is None else g + r)
+                             for g, r in zip(gradients, regular)]
+            barrier.append(matrix)
+        else:
+            variables = network_vars + strategy.trainable_variables
+            gradients = tape.gradient(objective, variables)
+            if self.log_conflict:
+                matrix = task_gradient_matrix(
+                    tape, scaled, self.shared_variables)
+                matrix = matrix if scale is None else matrix / scale
+                barrier.append(matrix)
+        global_losses = losses
+        if strategy.requires_gradient_norms:
+            norms, global_losses = self._norms_and_losses(
+                tape, scaled, losses, scale)
+            barrier.extend([norms, global_losses])
+        elif self._step_hook:
+            global_losses = self._global_losses(losses)
+            barrier.append(global_losses)
+        del tape
+        if barrier and replicas > 1:
+            # all replicas must run their collectives in the same order
+            with tf.control_dependencies(barrier):
+                gradients = [None if g is None else tf.identity(g)
+                             for g in gradients]
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        if self._step_hook or strategy.requires_gradient_norms:
+            strategy.update_step(global_losses, norms)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(
+                    total if extra is None else total + extra * replicas,
+                    sample_weight=ops.shape(tf.nest.flatten(x)[0])[0])
+        self._track(x, losses, training=True)
+        if self.log_conflict:
+            cosine = mean_pairwise_cosine(matrix)
+            self.conflict_tracker.update_state(cosine)
+            self.last_gradient_cosine.assign(cosine)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
-    def _combined_gradients(self, tape, scaled_task, shared_matrix, replicas):
-        combined = self.strategy(shared_matrix, step=self.optimizer.iterations)
-        scale = self._loss_scale()
+    def _method_gradients(self, tape, scaled, scale):
+        """Gradient-method update of the shared variables, own gradients of
+        the task variables: one backward pass per task."""
+        network_vars = self.network.trainable_variables
+        per_task = [tape.gradient(loss, network_vars) for loss in scaled]
+        shared = self.shared_variables
+        rows = [flatten_gradients([g[i] for i in self._shared_positions],
+                                  shared) for g in per_task]
+        matrix = cross_replica_sum(ops.stack(rows))
+        if scale is not None:
+            matrix = matrix / scale
+        combined = self.strategy.combine_gradients(
+            matrix, step=self.optimizer.iterations)
         if scale is not None:
             combined = combined * scale
-        shared_gradients = _unflatten(combined / replicas,
-                                      self.shared_variables)
-        variables = list(self.shared_variables)
-        gradients = list(shared_gradients)
-        shared_ids = {id(v) for v in self.shared_variables}
-        for v in self.network.trainable_variables:
-            if id(v) in shared_ids or not self._owners[id(v)]:
-                continue
+        variables = list(shared)
+        gradients = unflatten_gradients(combined / _replicas(), shared)
+        for position, owners in self._own_positions:
             total = None
-            for task in self._owners[id(v)]:
-                g = tape.gradient(scaled_task[self.tasks.index(task)], v)
+            for task in owners:
+                g = per_task[task][position]
                 if g is not None:
                     total = g if total is None else total + g
-            variables.append(v)
+            variables.append(network_vars[position])
             gradients.append(total)
-        return variables, gradients
+        return variables, gradients, matrix
 
-    def _gradnorm_step(self, tape, scaled_task, losses):
-        variables = self._gradnorm_variables
+    def _norms_and_losses(self, tape, scaled, losses, scale):
+        """Task gradient norms at the strategy's layer and the losses,
+        both over all replicas (one all-reduce)."""
+        variables = self._norm_variables
         num_tasks = len(self.tasks)
-        rows = ops.stack([_flatten(tape.gradient(loss, variables), variables)
-                          for loss in scaled_task])
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        # one all-reduce for gradients and losses together
-        packed = ops.concatenate([ops.reshape(rows, (-1,)), losses / replicas])
-        packed = _cross_replica_sum(packed)
+        rows = ops.stack([
+            flatten_gradients(tape.gradient(loss, variables), variables)
+            for loss in scaled])
+        packed = ops.concatenate(
+            [ops.reshape(rows, (-1,)), losses / _replicas()])
+        packed = cross_replica_sum(packed)
         rows = ops.reshape(packed[:-num_tasks], (num_tasks, -1))
-        global_losses = packed[-num_tasks:]
         norms = ops.sqrt(ops.sum(rows * rows, axis=1))
-        scale = self._loss_scale()
         if scale is not None:
             norms = norms / scale
-        return self.strategy.update(global_losses, norms)
+        return norms, packed[-num_tasks:]
 
     def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self(x, training=False)
-        losses = self._local_losses(y, y_pred, sample_weight)
-        total = (ops.sum(losses) if self.strategy.is_gradient_method
-                 else self.strategy(losses))
-        self.total_tracker.update_state(
-            total, sample_weight=ops.shape(tf.nest.flatten(x)[0])[0]
-        )
-        self._update_metrics(x, y, y_pred, losses)
-        evaluated = [self.total_tracker, *self.loss_trackers.values()]
-        for task in self.tasks:
-            evaluated.extend(self.task_metrics[task])
-        return self._result(evaluated)
+        logs = super().test_step(data)
+        skip = {f"{t}_weight" for t in self.tasks} | {"gradient_cosine"}
+        return {k: v for k, v in logs.items() if k not in skip}
 
     def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, plus the strategy's per-epoch hook.
+
+        Adds `UpdateEpoch(self.strategy)` first in the callbacks (so that
+        later callbacks see the next epoch's weights); takes the same
+        arguments, positional or by keyword.
+        """
         if self.optimizer is not None and not self.optimizer.built:
+            # a LossScaleOptimizer's scale exists once built (tape step)
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
-        callbacks = kwargs.pop("callbacks", None)
-        callbacks = list(callbacks or [])
-        kwargs["callbacks"] = [_StrategyEpochEnd(), *callbacks]
-        return super().fit(*args, **kwargs)
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        arguments = dict(bound.arguments)
+        arguments.pop("self")
+        extra = arguments.pop("kwargs", {})
+        callbacks = list(arguments.get("callbacks") or [])
+        arguments["callbacks"] = [UpdateEpoch(self.strategy), *callbacks]
+        return super().fit(**arguments, **extra)
 
     # ---------------------------------------------------------- serialization
     def get_config(self):
@@ -642,13 +707,13 @@ class MultiTaskModel(keras.Model):
             "network": keras.saving.serialize_keras_object(self.network),
             "strategy": keras.saving.serialize_keras_object(self.strategy),
             "shared_layers": self.shared_layers,
-            "gradnorm_layer": self.gradnorm_layer,
             "log_conflict": self.log_conflict,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config.pop("gradnorm_layer", None)  # saved by mtlbook < 0.2
         config["network"] = keras.saving.deserialize_keras_object(
             config["network"])
         config["strategy"] = keras.saving.deserialize_keras_object(
@@ -663,20 +728,6 @@ def _flat_layers(model):
             layers.extend(_flat_layers(layer))
         layers.append(layer)
     return layers
-
-
-class _StrategyEpochEnd(keras.callbacks.Callback):
-    """Passes each epoch's mean training task losses to the strategy."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        model = self.model
-        if not isinstance(model, MultiTaskModel) or not logs:
-            return
-        keys = [f"{t}_loss" for t in model.tasks]
-        if all(k in logs for k in keys):
-            model.strategy.on_epoch_end(
-                np.array([float(logs[k]) for k in keys], "float32")
-            )
 
 
 class TaskWeightHistory(keras.callbacks.Callback):

@@ -29,12 +29,12 @@ def test_static_weighting_total():
 
 def test_static_weighting_dict_order_and_errors():
     weighting = StaticWeighting({"b": 0.1, "a": 1.0})
-    weighting.order_for(["a", "b"])
+    weighting.set_tasks(["a", "b"])
     np.testing.assert_allclose(numpy(weighting.task_weights()), [1.0, 0.1])
     with pytest.raises(ValueError, match="weights"):
-        StaticWeighting({"a": 1.0, "c": 1.0}).order_for(["a", "b"])
+        StaticWeighting({"a": 1.0, "c": 1.0}).set_tasks(["a", "b"])
     with pytest.raises(ValueError, match="3 tasks"):
-        StaticWeighting([1.0, 1.0, 1.0]).order_for(["a", "b"])
+        StaticWeighting([1.0, 1.0, 1.0]).set_tasks(["a", "b"])
     with pytest.raises(ValueError, match="non-negative"):
         StaticWeighting([1.0, -0.5])
     with pytest.raises(TypeError, match="weights"):
@@ -76,9 +76,9 @@ def test_dwa_first_two_epochs_then_history():
     weighting = DynamicWeightAverage(temperature=2.0, num_tasks=2)
     weighting.build((2,))
     np.testing.assert_allclose(numpy(weighting.task_weights()), [1, 1])
-    weighting.on_epoch_end([2.0, 1.0])
+    weighting.update_epoch([2.0, 1.0])
     np.testing.assert_allclose(numpy(weighting.task_weights()), [1, 1])
-    weighting.on_epoch_end([1.0, 1.0])
+    weighting.update_epoch([1.0, 1.0])
     np.testing.assert_allclose(
         numpy(weighting.task_weights()),
         numpy(dwa_weights([1.0, 1.0], [2.0, 1.0])), rtol=1e-6,
@@ -88,6 +88,23 @@ def test_dwa_first_two_epochs_then_history():
     total = weighting(keras.ops.array([1.0, 2.0]))
     w = numpy(weighting.task_weights())
     np.testing.assert_allclose(numpy(total), w[0] + 2 * w[1], rtol=1e-6)
+
+
+def test_dwa_epoch_mean_from_steps():
+    weighting = DynamicWeightAverage(temperature=2.0)
+    weighting.set_tasks(["a", "b"])
+    for losses in ([3.0, 1.0], [1.0, 1.0]):  # epoch 1: mean [2, 1]
+        weighting.update_step(keras.ops.array(losses))
+    weighting.update_epoch()
+    weighting.update_epoch()  # no step since: nothing changes
+    weighting.update_step(keras.ops.array([1.0, 1.0]))
+    weighting.update_epoch()
+    np.testing.assert_allclose(
+        numpy(weighting.task_weights()),
+        numpy(dwa_weights([1.0, 1.0], [2.0, 1.0])), rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="mean_losses"):
+        weighting.update_epoch([1.0, 2.0, 3.0])
 
 
 def test_dwa_bad_temperature():
@@ -109,7 +126,7 @@ def test_gradnorm_weight_gradient_by_hand():
 def test_gradnorm_update_renormalises_and_records_initial_losses():
     weighting = GradNorm(alpha=1.0, learning_rate=0.1, num_tasks=2)
     weighting.build((2,))
-    weighting.update([1.0, 1.0], [2.0, 1.0])
+    weighting.update_step([1.0, 1.0], [2.0, 1.0])
     np.testing.assert_allclose(numpy(weighting.initial_losses), [1.0, 1.0])
     # w = [1, 1] - 0.1 * [2, -1] / 1.5 -> * 2 / sum
     new = np.array([1.0, 1.0]) - 0.1 * np.array([2.0, -1.0]) / 1.5
@@ -117,7 +134,7 @@ def test_gradnorm_update_renormalises_and_records_initial_losses():
         numpy(weighting.task_weights()), new * 2 / new.sum(),
         rtol=1e-6,
     )
-    weighting.update([0.5, 1.0], [1.0, 1.0])
+    weighting.update_step([0.5, 1.0], [1.0, 1.0])
     np.testing.assert_allclose(numpy(weighting.initial_losses), [1.0, 1.0])
     np.testing.assert_allclose(numpy(weighting.task_weights()).sum(), 2.0,
                                rtol=1e-6)

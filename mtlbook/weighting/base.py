@@ -1,26 +1,156 @@
-"""Base classes shared by the loss-weighting and gradient strategies.
+"""The strategy protocol: what a training loop gives a strategy, and when.
 
-A strategy is a small Keras layer so that its state (learned
+A strategy is a small Keras layer, so all its state (learned
 log-variances, GradNorm's weights, DWA's loss history, ...) is made of
 Keras variables: a model that holds a strategy saves it to `.keras` files
 and `keras.callbacks.BackupAndRestore` restores it.
 
-Two families:
+Like `keras.optimizers.Optimizer`, whose base class owns the loop while
+subclasses fill in `update_step`, the base class `Strategy` fixes the
+protocol and the subclasses fill in a few methods. A training loop
+(`mtlbook.training.MultiTaskModel`, a `keras.Model` that overrides
+`compute_loss`, or a hand-written `tf.GradientTape` loop) does:
 
-- `LossWeighting`: called on the vector of the `T` task losses, returns
-  one scalar loss to differentiate (`sum_i w_i * L_i` plus, for some
-  strategies, a regularizer).
-- `GradientMethod`: called on the `(T, D)` matrix of flattened per-task
-  gradients of the shared parameters, returns the `(D,)` update direction.
+1. once: `strategy.set_tasks(task_names)` (fixes the task order, builds
+   the state);
+2. every training step, with the `(T,)` vector `L` of task losses:
+   - if `strategy.requires_task_gradients` is False (a loss weighting),
+     differentiate `strategy.combine_losses(L)`;
+   - if it is True (a gradient method), compute the `(T, D)` matrix `G`
+     of the flattened per-task gradients of the shared variables (see
+     `flatten_gradients`) and apply
+     `unflatten_gradients(strategy.combine_gradients(G, step), shared)`
+     to them, each task's own variables getting its own gradient;
+   - then `strategy.update_step(L, gradient_norms)`, where
+     `gradient_norms` is required when `strategy.requires_gradient_norms`
+     is True: the `(T,)` norms of each task loss's gradient with respect
+     to the variables of the layer named `strategy.gradient_norm_layer`
+     (None: the last layer whose variables are shared);
+3. after every epoch: `strategy.update_epoch()`, e.g. with the callback
+   `UpdateEpoch(strategy)`.
+
+`strategy.task_weights()` returns the current `(T,)` weights (to log).
+Two families fill this in: `LossWeighting` (`combine_losses`) and
+`GradientMethod` (`call(task_gradients, step)`).
 """
 
 import keras
+import numpy as np
+from keras import ops
 
 
-class _Strategy(keras.layers.Layer):
-    """Common part: the number of tasks and its check."""
+def check_task_gradients(task_gradients):
+    """Converts per-task gradients to a tensor and checks its rank.
 
-    is_gradient_method = False
+    Args:
+        task_gradients: `(T, D)` array-like, row `i` the flattened
+            gradient of task `i`'s loss.
+
+    Returns:
+        The `(T, D)` tensor.
+
+    Example:
+
+    ```python
+    check_task_gradients([[1.0, 0.0], [0.0, 1.0]]).shape  # (2, 2)
+    ```
+    """
+    task_gradients = ops.convert_to_tensor(task_gradients)
+    if len(task_gradients.shape) != 2:
+        raise ValueError(
+            "`task_gradients` must have shape (num_tasks, num_parameters). "
+            f"Received: task_gradients.shape={task_gradients.shape}"
+        )
+    return task_gradients
+
+
+def flatten_gradients(gradients, variables):
+    """Concatenates one task's gradients into a float32 vector.
+
+    Args:
+        gradients: list of gradients (None for a variable the task does
+            not reach, read as zeros), one per variable.
+        variables: the list of variables they belong to.
+
+    Returns:
+        `(D,)` tensor, `D` the total number of entries of `variables`.
+
+    Example:
+
+    ```python
+    row = flatten_gradients(tape.gradient(task_loss, shared), shared)
+    ```
+    """
+    if len(gradients) != len(variables):
+        raise ValueError(
+            "`gradients` and `variables` must have the same length. "
+            f"Received: {len(gradients)} gradients, {len(variables)} "
+            "variables"
+        )
+    return ops.concatenate([
+        ops.reshape(
+            ops.zeros(v.shape, "float32") if g is None
+            else ops.cast(g, "float32"),
+            (-1,),
+        )
+        for g, v in zip(gradients, variables)
+    ])
+
+
+def unflatten_gradients(vector, variables):
+    """Splits a `(D,)` vector into gradients shaped like `variables`.
+
+    The inverse of `flatten_gradients`; the pieces are cast to each
+    variable's dtype.
+
+    Args:
+        vector: `(D,)` tensor.
+        variables: the list of variables that `vector` was flattened from.
+
+    Returns:
+        List of tensors, one per variable.
+
+    Example:
+
+    ```python
+    update = strategy.combine_gradients(matrix, step)
+    optimizer.apply_gradients(
+        zip(unflatten_gradients(update, shared), shared))
+    ```
+    """
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    if vector.shape[0] is not None and vector.shape[0] != sum(sizes):
+        raise ValueError(
+            f"`vector` must have {sum(sizes)} entries (the sizes of "
+            f"`variables`). Received: vector.shape={vector.shape}"
+        )
+    pieces, start = [], 0
+    for variable, size in zip(variables, sizes):
+        piece = ops.reshape(vector[start:start + size], variable.shape)
+        pieces.append(ops.cast(piece, variable.dtype))
+        start += size
+    return pieces
+
+
+class Strategy(keras.layers.Layer):
+    """Base class of every strategy: the protocol of the module docstring.
+
+    Subclasses declare what they need each step with the class attributes
+    `requires_task_gradients` and `requires_gradient_norms` (and the
+    instance attribute `gradient_norm_layer`), and fill in
+    `task_weights()` plus `combine_losses` (loss weightings) or `call`
+    (gradient methods); `update_step` and `update_epoch` are optional
+    hooks. All state must be Keras variables created in `build`.
+
+    Args:
+        num_tasks: optional int. Number of tasks; inferred by `set_tasks`.
+        **kwargs: Base layer arguments (`name`, ...).
+    """
+
+    #: `combine_gradients` needs the `(T, D)` per-task gradients.
+    requires_task_gradients = False
+    #: `update_step` needs the `(T,)` gradient norms at one layer.
+    requires_gradient_norms = False
 
     def __init__(self, num_tasks=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -33,6 +163,34 @@ class _Strategy(keras.layers.Layer):
                 f"Received: num_tasks={num_tasks!r}"
             )
         self.num_tasks = num_tasks
+        self.task_names = None
+        self.gradient_norm_layer = None
+
+    def set_tasks(self, task_names):
+        """Fixes the task order and builds the state (call once).
+
+        Args:
+            task_names: sequence of distinct task names, in the order of
+                the loss vectors the loop will pass.
+        """
+        if isinstance(task_names, str) or not all(
+            isinstance(name, str) for name in task_names
+        ) or len(set(task_names)) != len(task_names) or not task_names:
+            raise ValueError(
+                "`task_names` must be a non-empty sequence of distinct "
+                f"strings. Received: task_names={task_names!r}"
+            )
+        if self.task_names is not None and list(task_names) != list(
+            self.task_names
+        ):
+            raise ValueError(
+                f"`{type(self).__name__}` is already used for the tasks "
+                f"{self.task_names}. Received: task_names={list(task_names)}"
+            )
+        self.check_num_tasks(len(task_names))
+        self.task_names = list(task_names)
+        if not self.built:
+            self.build((len(task_names),))
 
     def check_num_tasks(self, num_tasks):
         """Raises `ValueError` when built for a different number of tasks.
@@ -53,9 +211,45 @@ class _Strategy(keras.layers.Layer):
         self.num_tasks = num_tasks
         super().build(input_shape)
 
-    def on_epoch_end(self, mean_losses):
-        """Hook called once per epoch with the `(T,)` mean task losses."""
-        del mean_losses
+    def task_weights(self):
+        """Returns the current `(T,)` task weights."""
+        return ops.ones((self.num_tasks,), dtype=self.dtype)
+
+    def combine_losses(self, task_losses):
+        """Returns the scalar loss to differentiate: `sum_i w_i * L_i`.
+
+        Args:
+            task_losses: `(T,)` tensor of task losses.
+        """
+        weights = ops.stop_gradient(self.task_weights())
+        return ops.sum(weights * ops.cast(task_losses, self.dtype))
+
+    def combine_gradients(self, task_gradients, step=0):
+        """Returns the `(D,)` update from the `(T, D)` task gradients.
+
+        The base version is the weighted sum `sum_i w_i g_i`, what
+        differentiating `combine_losses` gives.
+
+        Args:
+            task_gradients: `(T, D)` tensor.
+            step: integer scalar, the training step (seeds random choices).
+        """
+        del step
+        gradients = check_task_gradients(task_gradients)
+        weights = ops.stop_gradient(self.task_weights())
+        return ops.matmul(weights, ops.cast(gradients, self.dtype))
+
+    def update_step(self, task_losses, gradient_norms=None):
+        """Per-step hook, after the gradients: updates the state.
+
+        Args:
+            task_losses: `(T,)` tensor of the step's task losses.
+            gradient_norms: `(T,)` tensor or None (see the module docstring).
+        """
+        del task_losses, gradient_norms
+
+    def update_epoch(self):
+        """Per-epoch hook, after each training epoch."""
 
     def get_config(self):
         config = super().get_config()
@@ -63,34 +257,87 @@ class _Strategy(keras.layers.Layer):
         return config
 
 
-class LossWeighting(_Strategy):
+class LossWeighting(Strategy):
     """Base class: turns `T` task losses into one scalar loss.
 
-    Subclasses implement `task_weights()`; the default `call` returns
-    `sum_i w_i * L_i`. `on_epoch_end(mean_losses)` is called by
-    `MultiTaskModel` after each training epoch with the epoch's mean task
-    losses (only `DynamicWeightAverage` uses it).
+    Subclasses implement `task_weights()`; the default `call` (and
+    `combine_losses`) returns `sum_i w_i * L_i` with the weights held
+    constant. Override `combine_losses` for a different total (and
+    `call` is `combine_losses`).
     """
-
-    def task_weights(self):
-        """Returns the current `(T,)` weights."""
-        raise NotImplementedError
 
     def call(self, task_losses):
-        weights = keras.ops.stop_gradient(self.task_weights())
-        return keras.ops.sum(weights * task_losses)
+        return self.combine_losses(task_losses)
 
 
-
-class GradientMethod(_Strategy):
+class GradientMethod(Strategy):
     """Base class: combines per-task gradients of the shared parameters.
 
-    `call(task_gradients, step)` takes a `(T, D)` tensor (row `i` is the
-    flattened gradient of task `i`'s loss) and the training step (used to
-    seed random choices), and returns the `(D,)` update.
+    Subclasses implement `call(task_gradients, step)`: it takes the
+    `(T, D)` tensor (row `i` is the flattened gradient of task `i`'s loss)
+    and the training step (used to seed random choices), and returns the
+    `(D,)` update; `combine_gradients` calls it.
     """
 
-    is_gradient_method = True
+    requires_task_gradients = True
 
-    def task_weights(self):
-        return keras.ops.ones((self.num_tasks,))
+    def combine_gradients(self, task_gradients, step=0):
+        return self(task_gradients, step=step)
+
+
+@keras.saving.register_keras_serializable(package="mtlbook")
+class EqualWeighting(LossWeighting):
+    """Sums the task losses: `total = sum_i L_i` (every weight is 1).
+
+    This is what `keras.Model.compile` does with a dict of losses and no
+    `loss_weights`, the baseline every other strategy is compared to, and
+    `MultiTaskModel`'s default. (It lives here, with the protocol, so that
+    a training loop needs no other strategy module; `equal.py` re-exports
+    it.)
+
+    Args:
+        num_tasks: optional int. Number of tasks; inferred by `set_tasks`.
+        **kwargs: Base layer arguments (`name`, ...).
+
+    Call arguments:
+        task_losses: `(T,)` tensor of task losses.
+
+    Returns:
+        Scalar tensor, the sum of the task losses.
+
+    Example:
+
+    ```python
+    total = EqualWeighting()(keras.ops.array([0.5, 2.0]))  # 2.5
+    ```
+    """
+
+
+class UpdateEpoch(keras.callbacks.Callback):
+    """Keras callback that calls `strategy.update_epoch()` after each epoch.
+
+    `MultiTaskModel.fit` adds it by itself; pass it to `fit` of any other
+    model that uses a strategy (or call `update_epoch()` at the end of each
+    epoch of a hand-written loop or of `train_on_batch` calls).
+
+    Args:
+        strategy: a `Strategy`.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[UpdateEpoch(model.strategy)])
+    ```
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        if not isinstance(strategy, Strategy):
+            raise TypeError(
+                "`strategy` must be a mtlbook.weighting strategy. "
+                f"Received: strategy={strategy!r}"
+            )
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.strategy.update_epoch()

@@ -42,9 +42,12 @@ class DynamicWeightAverage(LossWeighting):
     For epoch `t >= 3` the weights are `dwa_weights(L(t-1), L(t-2),
     temperature)` computed from the mean training loss of each task in the
     two previous epochs; in epochs 1 and 2 every weight is 1. The total is
-    `sum_i w_i * L_i`. The two last epochs' losses, the number of epochs
-    seen and the current weights are non-trainable variables, so they are
-    saved with the model.
+    `sum_i w_i * L_i`. `update_step(task_losses)` adds each step's losses
+    to a running sum and `update_epoch()` turns the sum into the epoch's
+    mean losses and the next epoch's weights (`MultiTaskModel.fit` calls
+    both; elsewhere use the callback `UpdateEpoch`). The running sum, the
+    two last epochs' losses, the number of epochs seen and the current
+    weights are non-trainable variables, so they are saved with the model.
 
     Args:
         temperature: float > 0. Softmax temperature (2.0 in the paper).
@@ -92,23 +95,61 @@ class DynamicWeightAverage(LossWeighting):
             name="current_weights", shape=(self.num_tasks,),
             initializer="ones", **state,
         )
+        self.loss_sum = self.add_weight(
+            name="loss_sum", shape=(self.num_tasks,), initializer="zeros",
+            **state,
+        )
+        self.steps_seen = self.add_weight(
+            name="steps_seen", shape=(), initializer="zeros", **state
+        )
 
     def task_weights(self):
         return ops.convert_to_tensor(self.current_weights)
 
-    def on_epoch_end(self, mean_losses):
+    def update_step(self, task_losses, gradient_norms=None):
+        """Adds one step's task losses to the epoch's running sum.
+
+        Args:
+            task_losses: `(T,)` tensor of the step's task losses.
+            gradient_norms: ignored.
+        """
+        del gradient_norms
+        losses = ops.stop_gradient(ops.cast(task_losses, "float32"))
+        self.loss_sum.assign(self.loss_sum + losses)
+        self.steps_seen.assign(self.steps_seen + 1.0)
+
+    def update_epoch(self, mean_losses=None):
         """Records an epoch's mean losses and sets the next epoch's weights.
 
         Args:
-            mean_losses: `(T,)` mean training loss of each task this epoch.
+            mean_losses: optional `(T,)` mean training loss of each task
+                this epoch; default the mean of the losses given to
+                `update_step` since the last call (an epoch without steps
+                changes nothing).
         """
-        mean_losses = ops.convert_to_tensor(mean_losses, "float32")
-        history = ops.convert_to_tensor(self.loss_history)
-        history = ops.stack([history[1], mean_losses])
+        if mean_losses is None:
+            steps = ops.convert_to_tensor(self.steps_seen)
+            mean_losses = self.loss_sum / ops.maximum(steps, 1.0)
+            seen = steps > 0.0
+            self.loss_sum.assign(ops.zeros_like(self.loss_sum))
+            self.steps_seen.assign(0.0)
+        else:
+            mean_losses = ops.convert_to_tensor(mean_losses, "float32")
+            if tuple(mean_losses.shape) != (self.num_tasks,):
+                raise ValueError(
+                    f"`mean_losses` must have shape ({self.num_tasks},). "
+                    f"Received: mean_losses.shape={mean_losses.shape}"
+                )
+            seen = ops.convert_to_tensor(True)
+        old_history = ops.convert_to_tensor(self.loss_history)
+        history = ops.where(
+            seen, ops.stack([old_history[1], mean_losses]), old_history
+        )
+        epochs = self.epochs_seen + ops.cast(seen, "float32")
         self.loss_history.assign(history)
-        self.epochs_seen.assign(self.epochs_seen + 1.0)
+        self.epochs_seen.assign(epochs)
         weights = ops.where(
-            self.epochs_seen >= 2.0,
+            epochs >= 2.0,
             dwa_weights(history[1], history[0], self.temperature),
             ops.ones_like(mean_losses),
         )

@@ -54,7 +54,7 @@ class GradNorm(LossWeighting):
     """Learns task weights so that all tasks train at a similar rate.
 
     The total loss is `sum_i w_i * L_i`. After each step,
-    `update(task_losses, gradient_norms)` moves the weights one step on
+    `update_step(task_losses, gradient_norms)` moves the weights one step on
     GradNorm's loss (see `gradnorm_weight_gradient`), with the gradient
     divided by the mean gradient norm so that the step size does not
     depend on the scale of the losses (the paper instead updates `w` with
@@ -64,14 +64,17 @@ class GradNorm(LossWeighting):
     records the initial losses `L_i(0)`. Weights, initial losses and the
     "initialised" flag are non-trainable variables saved with the model.
 
-    `MultiTaskModel` calls `update` with the norms of the task gradients
-    w.r.t. the variables of its last shared layer.
+    It declares `requires_gradient_norms`: the training loop passes the
+    norms of the task gradients w.r.t. the variables of the layer named
+    `layer` (default: the last layer whose variables are shared).
 
     Args:
         alpha: float >= 0. Restoring-force exponent (1.5 in the paper).
         learning_rate: float > 0. Step size of the weight update.
         min_weight: float >= 0. Lower bound on each weight before the
             renormalisation.
+        layer: optional str. Name of the layer whose variables the
+            gradient norms are taken at.
         num_tasks: optional int. Number of tasks (inferred when built).
         **kwargs: Base layer arguments (`name`, ...).
 
@@ -93,11 +96,19 @@ class GradNorm(LossWeighting):
         Multitask Networks".
     """
 
+    requires_gradient_norms = True
+
     def __init__(
-        self, alpha=1.5, learning_rate=0.025, min_weight=1e-3,
+        self, alpha=1.5, learning_rate=0.025, min_weight=1e-3, layer=None,
         num_tasks=None, **kwargs,
     ):
         super().__init__(num_tasks=num_tasks, **kwargs)
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(
+                f"`layer` must be a layer name or None. Received: "
+                f"layer={layer!r}"
+            )
+        self.gradient_norm_layer = layer
         if not isinstance(alpha, (int, float)) or alpha < 0:
             raise ValueError(
                 f"`alpha` must be a float >= 0. Received: alpha={alpha!r}"
@@ -129,7 +140,7 @@ class GradNorm(LossWeighting):
     def task_weights(self):
         return ops.convert_to_tensor(self.loss_weights)
 
-    def update(self, task_losses, gradient_norms):
+    def update_step(self, task_losses, gradient_norms=None):
         """One GradNorm step on the weights.
 
         Args:
@@ -140,6 +151,12 @@ class GradNorm(LossWeighting):
         Returns:
             `(T,)` tensor, the new weights.
         """
+        if gradient_norms is None:
+            raise ValueError(
+                "GradNorm needs `gradient_norms`, the (T,) norms of the "
+                "task gradients at one shared layer. Received: "
+                "gradient_norms=None"
+            )
         task_losses = ops.stop_gradient(
             ops.convert_to_tensor(task_losses, "float32")
         )
@@ -171,5 +188,6 @@ class GradNorm(LossWeighting):
             "alpha": self.alpha,
             "learning_rate": self.learning_rate,
             "min_weight": self.min_weight,
+            "layer": self.gradient_norm_layer,
         })
         return config

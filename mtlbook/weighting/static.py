@@ -49,29 +49,30 @@ class StaticWeighting(LossWeighting):
                 f"Received: weights={weights!r}"
             )
         super().__init__(num_tasks=len(values), **kwargs)
-        self.task_names = names
+        self.weight_names = names
         self.weights_value = [float(v) for v in values]
 
-    def order_for(self, task_names):
-        """Reorders dict weights to `task_names`; checks the names.
+    def set_tasks(self, task_names):
+        """Orders dict weights like `task_names` (rejecting unknown or
+        missing names), then as `Strategy.set_tasks`.
 
         Args:
             task_names: sequence of the model's task names.
         """
         self.check_num_tasks(len(task_names))
-        if self.task_names is None:
-            return
-        unknown = sorted(set(self.task_names) - set(task_names))
-        missing = sorted(set(task_names) - set(self.task_names))
-        if unknown or missing:
-            raise ValueError(
-                "`weights` must name exactly the model's tasks "
-                f"{list(task_names)}. Received: unknown={unknown}, "
-                f"missing={missing}"
-            )
-        by_name = dict(zip(self.task_names, self.weights_value))
-        self.weights_value = [by_name[name] for name in task_names]
-        self.task_names = list(task_names)
+        if self.weight_names is not None:
+            unknown = sorted(set(self.weight_names) - set(task_names))
+            missing = sorted(set(task_names) - set(self.weight_names))
+            if unknown or missing:
+                raise ValueError(
+                    "`weights` must name exactly the model's tasks "
+                    f"{list(task_names)}. Received: unknown={unknown}, "
+                    f"missing={missing}"
+                )
+            by_name = dict(zip(self.weight_names, self.weights_value))
+            self.weights_value = [by_name[name] for name in task_names]
+            self.weight_names = list(task_names)
+        super().set_tasks(task_names)
 
     def task_weights(self):
         return keras.ops.convert_to_tensor(self.weights_value, dtype=self.dtype)
@@ -80,8 +81,8 @@ class StaticWeighting(LossWeighting):
         config = super().get_config()
         config.pop("num_tasks")
         weights = (
-            dict(zip(self.task_names, self.weights_value))
-            if self.task_names is not None
+            dict(zip(self.weight_names, self.weights_value))
+            if self.weight_names is not None
             else list(self.weights_value)
         )
         config.update({"weights": weights})

@@ -68,7 +68,8 @@ class UncertaintyWeighting(LossWeighting):
         """Returns the `(T,)` learned standard deviations `exp(s_i / 2)`."""
         return ops.exp(0.5 * ops.convert_to_tensor(self.log_variance))
 
-    def call(self, task_losses):
+    def combine_losses(self, task_losses):
+        task_losses = ops.cast(task_losses, self.dtype)
         log_variance = ops.convert_to_tensor(self.log_variance)
         return ops.sum(
             0.5 * ops.exp(-log_variance) * task_losses + 0.5 * log_variance
