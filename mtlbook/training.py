@@ -676,6 +676,16 @@ class MultiTaskModel(keras.Model):
             norms = norms / scale
         return norms, packed[-num_tasks:]
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras's metrics; with one task, named `<task>_<metric>` too."""
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if len(self.tasks) > 1:
+            return logs
+        ours = {"loss", "gradient_cosine", *(
+            f"{self.tasks[0]}_{kind}" for kind in ("loss", "weight"))}
+        return {k if k in ours else f"{self.tasks[0]}_{k}": v
+                for k, v in logs.items()}
+
     def test_step(self, data):
         logs = super().test_step(data)
         skip = {f"{t}_weight" for t in self.tasks} | {"gradient_cosine"}

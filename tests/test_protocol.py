@@ -309,3 +309,18 @@ def test_non_tensorflow_backend_is_refused():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=300)
     assert "refused" in out.stdout, out.stderr[-2000:]
+
+
+def test_single_task_metrics_keep_the_task_prefix():
+    x, y = make_data()
+    inputs = keras.Input((6,))
+    outputs = {"a": keras.layers.Dense(2, name="a")(inputs)}
+    model = MultiTaskModel(inputs, outputs)
+    model.compile(optimizer="sgd", loss={"a": losses()["a"]},
+                  metrics={"a": ["accuracy"]})
+    history = model.fit(x, {"a": y["a"]}, epochs=1, verbose=0,
+                        validation_data=(x, {"a": y["a"]})).history
+    assert {"loss", "a_loss", "a_accuracy", "a_weight", "val_a_accuracy",
+            "val_a_loss"} <= set(history)
+    result = model.evaluate(x, {"a": y["a"]}, verbose=0, return_dict=True)
+    assert "a_accuracy" in result and "a_weight" not in result
