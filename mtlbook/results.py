@@ -145,9 +145,16 @@ def store(chapter, tables=None, numbers=None, figures=None, directory=None):
     return path
 
 
+_PIN = re.compile(r"mtlbook==[0-9][0-9A-Za-z.+-]*")
+
+
 def code_hash(notebook):
     """SHA-256 of a notebook's code cells (except those tagged to show
     stored results), the key that ties stored results to their code.
+
+    The version pinned in the Colab install cell (`mtlbook==X`) is left
+    out: the cell installs nothing outside Colab, so a release bump does
+    not change what a stored run computed.
 
     Args:
         notebook: str or path of an `.ipynb` file.
@@ -159,6 +166,7 @@ def code_hash(notebook):
         if cell["cell_type"] == "code" and SHOW_TAG not in tags:
             source = cell["source"]
             source = "".join(source) if isinstance(source, list) else source
+            source = _PIN.sub("mtlbook==<version>", source)
             digest.update(source.strip().encode() + b"\0")
     return digest.hexdigest()
 

@@ -77,6 +77,9 @@ def test_code_hash_ignores_markdown_and_show_cells(tmp_path):
     assert notebook("x = 1", markdown="other text") == base
     assert notebook("x = 1", show="results.show('c', tables=['t'])") == base
     assert notebook("x = 2") != base
+    pinned = notebook("%pip install -q mtlbook==0.1.0")
+    assert notebook("%pip install -q mtlbook==0.2.0") == pinned
+    assert notebook("%pip install -q mtlbook==0.2.0 other") != pinned
 
 
 def test_show_displays_provenance_or_says_there_is_none(tmp_path, capsys):
