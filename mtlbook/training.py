@@ -57,24 +57,22 @@ from mtlbook.weighting.base import (
 )
 
 
-@keras.saving.register_keras_serializable(package="mtlbook")
-class LastValue(keras.metrics.Metric):
-    """Metric whose result is the last value it was given (e.g. a weight)."""
+class _TaskWeight(keras.metrics.Metric):
+    """Reports a strategy's current weight of one task (no per-step cost)."""
 
-    def __init__(self, name="last_value", dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
-        self.value = self.add_variable(
-            shape=(), initializer="zeros", name="value", aggregation="mean"
-        )
+    def __init__(self, task_weights, index, name):
+        super().__init__(name=name)
+        self._task_weights = task_weights  # a bound method, not tracked
+        self._index = index
 
-    def update_state(self, value):
-        self.value.assign(ops.cast(value, self.dtype))
+    def update_state(self, *args, **kwargs):
+        del args, kwargs
 
     def result(self):
-        return ops.multiply(self.value, 1.0)  # a copy, not a live view
+        return ops.cast(self._task_weights()[self._index], "float32")
 
     def reset_state(self):
-        self.value.assign(0.0)
+        pass
 
 
 class _FunctionLoss(keras.losses.Loss):
@@ -321,7 +319,8 @@ class MultiTaskModel(keras.Model):
             t: keras.metrics.Mean(name=f"{t}_loss") for t in self.tasks
         }
         self.weight_trackers = {
-            t: LastValue(name=f"{t}_weight") for t in self.tasks
+            t: _TaskWeight(strategy.task_weights, i, name=f"{t}_weight")
+            for i, t in enumerate(self.tasks)
         }
         self.conflict_tracker = None
         if self.log_conflict:
@@ -504,8 +503,10 @@ class MultiTaskModel(keras.Model):
         for task in self.tasks:
             weight = (sample_weight.get(task) if isinstance(sample_weight, dict)
                       else sample_weight)
-            value = self.task_losses[task](y[task], y_pred[task], weight)
-            losses.append(ops.cast(value, "float32") * replicas)
+            value = ops.cast(
+                self.task_losses[task](y[task], y_pred[task], weight),
+                "float32")
+            losses.append(value * replicas if replicas > 1 else value)
         return ops.stack(losses)
 
     def _extra_loss(self):
@@ -515,15 +516,11 @@ class MultiTaskModel(keras.Model):
         return ops.sum([ops.sum(ops.cast(v, "float32"))
                         for v in self.losses]) / _replicas()
 
-    def _track(self, x, losses, training):
+    def _track(self, x, losses):
         batch = ops.shape(tf.nest.flatten(x)[0])[0]
         for i, task in enumerate(self.tasks):
             self.loss_trackers[task].update_state(
                 losses[i], sample_weight=batch)
-        if training:
-            weights = self.strategy.task_weights()
-            for i, task in enumerate(self.tasks):
-                self.weight_trackers[task].update_state(weights[i])
 
     def _global_losses(self, losses):
         if _replicas() == 1:
@@ -546,8 +543,9 @@ class MultiTaskModel(keras.Model):
             total = self.strategy.combine_losses(losses)
         if training and self._step_hook and not self._tape_step:
             self.strategy.update_step(self._global_losses(losses))
-        self._track(x, losses, training and not self._tape_step)
-        total = total / _replicas()
+        self._track(x, losses)
+        if _replicas() > 1:
+            total = total / _replicas()
         extra = self._extra_loss()
         return total if extra is None else total + extra
 
@@ -625,7 +623,7 @@ class MultiTaskModel(keras.Model):
                 metric.update_state(
                     total if extra is None else total + extra * replicas,
                     sample_weight=ops.shape(tf.nest.flatten(x)[0])[0])
-        self._track(x, losses, training=True)
+        self._track(x, losses)
         if self.log_conflict:
             cosine = mean_pairwise_cosine(matrix)
             self.conflict_tracker.update_state(cosine)
