@@ -74,6 +74,7 @@ test: $(STAMP)
 	wait $$venv || { cat _build/venv-colab.log; echo "Creating \
 	$(COLAB_VENV) failed (log above)"; exit 1; }; exit $$tests
 	$(MAKE) test-colab
+	$(MAKE) test-jax
 	$(MAKE) check-book
 
 # The unit tests again under Colab's versions: what a reader's Colab runtime
@@ -83,6 +84,16 @@ COLAB_PYTEST := $(COLAB_BIN)/python -m pytest -o addopts="-p no:cacheprovider \
 test-colab: $(COLAB_STAMP)
 	$(COLAB_PYTEST) tests --ignore=tests/test_repository.py \
 		--ignore=tests/test_diagrams.py
+
+# The backend-neutral unit tests again on JAX: the layers, loss weightings
+# and gradient methods use keras.ops only. Tests that need TensorFlow are
+# marked `tensorflow` and deselected here.
+JAX_TESTS := tests/test_layers.py tests/test_gradient_reversal.py \
+	tests/test_weighting.py tests/test_copyable.py
+.PHONY: test-jax
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -p no:cacheprovider \
+		-o addopts="" -p no:nbval -m "not tensorflow" $(JAX_TESTS)
 
 # The unit tests at the package's lower bounds (the oldest Keras, TensorFlow,
 # NumPy, scikit-learn and matplotlib it claims to support); the "floor" job

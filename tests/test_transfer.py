@@ -427,6 +427,22 @@ def test_gradual_unfreezing_rejects_a_built_optimizer():
                   callbacks=[GradualUnfreezing(groups)])
 
 
+def test_gradual_unfreezing_resumes_with_the_optimizer_it_built():
+    model = small_cnn((8, 8, 1), 3, width=4)
+    compile_classifier(model)
+    x, y = tiny_data()
+    groups = [model.get_layer("block3_conv"), model.get_layer("classifier")]
+    callback = GradualUnfreezing(groups)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    steps = int(model.optimizer.iterations)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    assert int(model.optimizer.iterations) == 2 * steps
+    # another callback cannot know what that optimizer tracks
+    with pytest.raises(ValueError, match="already built"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[GradualUnfreezing(groups)])
+
+
 def test_gradual_unfreezing_bad_arguments_raise():
     with pytest.raises(ValueError, match="groups"):
         GradualUnfreezing([])

@@ -163,7 +163,7 @@ def descend(combine, starts, steps=100_000, learning_rate=0.001,
 
     Args:
         combine: callable `(G, step) -> (2,)` tensor, e.g.
-            `lambda g, step: pcgrad(g, seed=[0, step])`.
+            `lambda g, step: pcgrad(g, seed=0, step=step)`.
         starts: pair of floats, or array `(n, 2)` of starting points.
         steps: int >= 1. Number of Adam steps.
         learning_rate: float > 0.

@@ -8,19 +8,20 @@
 - `GradientReversal`, `DANNSchedule`, `dann_lambda`: domain-adversarial
   training (Ganin et al.).
 
-Each layer lives in its own file, which imports only keras (and NumPy), so
-it can be copied into another project.
+Each layer lives in its own file, which imports only keras (and NumPy) and
+the sibling files it needs, relatively (`from .dense_stack import ...`), so
+it can be copied into another project (tests/test_copyable.py checks it).
 """
 
-from mtlbook.layers.cross_stitch import CrossStitch
-from mtlbook.layers.dense_stack import DenseStack
-from mtlbook.layers.gradient_reversal import (
+from .cross_stitch import CrossStitch
+from .dense_stack import DenseStack
+from .gradient_reversal import (
     DANNSchedule,
     GradientReversal,
     dann_lambda,
 )
-from mtlbook.layers.mmoe import MMoE, OMoE
-from mtlbook.layers.ple import CGC, PLE
+from .mmoe import MMoE, OMoE
+from .ple import CGC, PLE
 
 __all__ = [
     "CGC", "PLE", "CrossStitch", "DANNSchedule", "DenseStack",

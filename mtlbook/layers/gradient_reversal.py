@@ -128,6 +128,10 @@ class DANNSchedule(keras.callbacks.Callback):
         self.values = []
 
     def on_train_batch_begin(self, batch, logs=None):
+        # Reading `self.model` makes the JAX backend write its training
+        # state back into the variables and read them again before the
+        # next step, so that the new lambda reaches it (no-op elsewhere).
+        self.model
         progress = min(self.step / self.total_steps, 1.0)
         value = dann_lambda(progress, self.gamma, self.maximum)
         self.layer.lambda_.assign(value)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mtlbook.layers.dense_stack import DenseStack, check_units
+from .dense_stack import DenseStack, check_units
 
 
 def _check_int(name, value, minimum):

@@ -14,14 +14,14 @@
 - `GradualUnfreezing`: a callback unfreezing one group per epoch.
 """
 
-from mtlbook.transfer.backbones import BACKBONES, backbone, preprocessing_layer
-from mtlbook.transfer.freezing import (
+from .backbones import BACKBONES, backbone, preprocessing_layer
+from .freezing import (
     freeze,
     is_batchnorm,
     trainable_summary,
     unfreeze,
 )
-from mtlbook.transfer.learning_rates import (
+from .learning_rates import (
     DiscriminativeAdam,
     DiscriminativeAdamW,
     DiscriminativeSGD,
@@ -30,7 +30,7 @@ from mtlbook.transfer.learning_rates import (
     discriminative_multipliers,
     multiplier_for,
 )
-from mtlbook.transfer.pretrained import (
+from .pretrained import (
     SOURCE_DIGITS,
     TARGET_DIGITS,
     cache_directory,
@@ -40,7 +40,7 @@ from mtlbook.transfer.pretrained import (
     small_cnn,
     transfer_digits,
 )
-from mtlbook.transfer.unfreezing import GradualUnfreezing
+from .unfreezing import GradualUnfreezing
 
 __all__ = [
     "BACKBONES", "DiscriminativeAdam", "DiscriminativeAdamW",

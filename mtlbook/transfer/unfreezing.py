@@ -2,7 +2,7 @@
 
 import keras
 
-from mtlbook.transfer.freezing import is_batchnorm
+from .freezing import is_batchnorm
 
 
 def _group_layers(group):
@@ -26,8 +26,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
     The optimizer is built once, at the start of `fit`, on the weights of
     every group, so its state (step counter, moments, schedule) carries on
     when a group is unfrozen. Compile with a fresh optimizer: one that was
-    already built on fewer weights cannot be extended, and `fit` then
-    raises a `ValueError`.
+    already built (other than by this callback, on these weights, in an
+    earlier `fit`) may track fewer weights and cannot be extended, and
+    `fit` then raises a `ValueError`.
 
     Args:
         groups: list of layer groups, bottom (input side) to top; each
@@ -76,6 +77,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.train_batchnorm = train_batchnorm
         self.unfrozen = 0  # number of groups currently trainable
         self.history = []  # (epoch, number of unfrozen groups)
+        # the optimizer this callback built, and the ids of its weights
+        self._built = (None, frozenset())
 
     def _set_groups(self, count):
         first_trainable = len(self.groups) - count
@@ -97,18 +100,24 @@ class GradualUnfreezing(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         self._set_groups(len(self.groups))
         every_weight = list(self.model.trainable_variables)
+        weight_ids = frozenset(id(v) for v in every_weight)
         if not optimizer.built:
             optimizer.build(every_weight)
-        else:
-            known = set(id(v) for v in optimizer._trainable_variables)
-            if not all(id(v) in known for v in every_weight):
-                raise ValueError(
-                    "`GradualUnfreezing` needs an optimizer that is not yet "
-                    "built, so that it can track every group's weights. "
-                    "Received: an optimizer already built on "
-                    f"{len(known)} variables; compile the model again with "
-                    "a fresh optimizer."
-                )
+            self._built = (optimizer, weight_ids)
+        elif self._built[0] is not optimizer or not (
+            weight_ids <= self._built[1]
+        ):
+            # Keras has no public list of the variables an optimizer was
+            # built with: only one that this callback built is known to
+            # track every group's weights.
+            raise ValueError(
+                "`GradualUnfreezing` needs an optimizer that is not yet "
+                "built, so that it can track every group's weights. "
+                "Received: an optimizer already built elsewhere (it may "
+                "track fewer variables than the "
+                f"{len(every_weight)} of the groups); compile the model "
+                "again with a fresh optimizer."
+            )
         self._set_groups(0)
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -13,29 +13,31 @@ training loop can drive them, `mtlbook.training.MultiTaskModel` inside
 `fit`.
 """
 
-from mtlbook.weighting.base import (
+from .base import (
     GradientMethod,
     LossWeighting,
     Strategy,
     UpdateEpoch,
     check_task_gradients,
     flatten_gradients,
+    gram_matrix,
     unflatten_gradients,
 )
-from mtlbook.weighting.cagrad import CAGrad, cagrad, cagrad_weights
-from mtlbook.weighting.dwa import DynamicWeightAverage, dwa_weights
-from mtlbook.weighting.equal import EqualWeighting
-from mtlbook.weighting.gradnorm import GradNorm, gradnorm_weight_gradient
-from mtlbook.weighting.mgda import MGDA, mgda_weights
-from mtlbook.weighting.pcgrad import PCGrad, pcgrad
-from mtlbook.weighting.static import StaticWeighting
-from mtlbook.weighting.uncertainty import UncertaintyWeighting
+from .cagrad import CAGrad, cagrad, cagrad_weights
+from .dwa import DynamicWeightAverage, dwa_weights
+from .equal import EqualWeighting
+from .gradnorm import GradNorm, gradnorm_weight_gradient
+from .mgda import MGDA, mgda_weights
+from .pcgrad import PCGrad, pcgrad, pcgrad_weights, task_order
+from .static import StaticWeighting
+from .uncertainty import UncertaintyWeighting
 
 __all__ = [
     "CAGrad", "DynamicWeightAverage", "EqualWeighting", "GradNorm",
     "GradientMethod", "LossWeighting", "MGDA", "PCGrad", "StaticWeighting",
     "Strategy", "UncertaintyWeighting", "UpdateEpoch", "cagrad",
     "cagrad_weights", "check_task_gradients", "dwa_weights",
-    "flatten_gradients", "gradnorm_weight_gradient", "mgda_weights",
-    "pcgrad", "unflatten_gradients",
+    "flatten_gradients", "gradnorm_weight_gradient", "gram_matrix",
+    "mgda_weights",
+    "pcgrad", "pcgrad_weights", "task_order", "unflatten_gradients",
 ]

@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from mtlbook.weighting.base import GradientMethod
-from mtlbook.weighting.pcgrad import _check_gradients
+from .base import GradientMethod, check_task_gradients, gram_matrix
 
 
 def cagrad_weights(task_gradients, c=0.4, max_iterations=50):
@@ -22,9 +21,9 @@ def cagrad_weights(task_gradients, c=0.4, max_iterations=50):
     Returns:
         `(T,)` tensor of weights on the simplex.
     """
-    gradients = ops.cast(_check_gradients(task_gradients), "float32")
+    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
     num_tasks = gradients.shape[0]
-    gram = ops.matmul(gradients, ops.transpose(gradients))
+    gram = gram_matrix(gradients)
     scale = ops.maximum(ops.max(ops.abs(gram)), 1e-20)
     gram = gram / scale  # F scales linearly with gram: same minimiser
     mean_weights = ops.ones((num_tasks,)) / num_tasks
@@ -72,7 +71,7 @@ def cagrad(task_gradients, c=0.4, max_iterations=50):
     """
     if not isinstance(c, (int, float)) or c < 0:
         raise ValueError(f"`c` must be a float >= 0. Received: c={c!r}")
-    gradients = ops.cast(_check_gradients(task_gradients), "float32")
+    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
     weights = cagrad_weights(gradients, c, max_iterations)
     mean_gradient = ops.mean(gradients, axis=0)
     combined = ops.matmul(weights, gradients)

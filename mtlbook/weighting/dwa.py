@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mtlbook.weighting.base import LossWeighting
+from .base import LossWeighting
 
 
 def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
@@ -131,7 +131,7 @@ class DynamicWeightAverage(LossWeighting):
             steps = ops.convert_to_tensor(self.steps_seen)
             mean_losses = self.loss_sum / ops.maximum(steps, 1.0)
             seen = steps > 0.0
-            self.loss_sum.assign(ops.zeros_like(self.loss_sum))
+            self.loss_sum.assign(ops.zeros_like(self.loss_sum.value))
             self.steps_seen.assign(0.0)
         else:
             mean_losses = ops.convert_to_tensor(mean_losses, "float32")

@@ -4,6 +4,6 @@
 is also the default of every training loop; this module names it.
 """
 
-from mtlbook.weighting.base import EqualWeighting
+from .base import EqualWeighting
 
 __all__ = ["EqualWeighting"]

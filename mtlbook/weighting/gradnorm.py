@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mtlbook.weighting.base import LossWeighting
+from .base import LossWeighting
 
 
 def gradnorm_weight_gradient(
@@ -168,7 +168,7 @@ class GradNorm(LossWeighting):
             first, task_losses, ops.convert_to_tensor(self.initial_losses)
         )
         self.initial_losses.assign(initial)
-        self.initialized.assign(ops.ones_like(self.initialized))
+        self.initialized.assign(ops.ones_like(self.initialized.value))
         weights = ops.convert_to_tensor(self.loss_weights)
         gradient = gradnorm_weight_gradient(
             weights, task_losses, initial, gradient_norms, self.alpha

@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from mtlbook.weighting.base import GradientMethod
-from mtlbook.weighting.pcgrad import _check_gradients
+from .base import GradientMethod, check_task_gradients, gram_matrix
 
 
 def _two_vector_min_norm(dot_11, dot_12, dot_22):
@@ -41,10 +40,10 @@ def mgda_weights(task_gradients, max_iterations=100):
         Sener and Koltun, 2018, "Multi-Task Learning as Multi-Objective
         Optimization".
     """
-    gradients = _check_gradients(task_gradients)
+    gradients = check_task_gradients(task_gradients)
     gradients = ops.cast(gradients, "float32")
     num_tasks = gradients.shape[0]
-    gram = ops.matmul(gradients, ops.transpose(gradients))
+    gram = gram_matrix(gradients)
     if num_tasks == 1:
         return ops.ones((1,))
     if num_tasks == 2:

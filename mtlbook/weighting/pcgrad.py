@@ -1,36 +1,116 @@
 """PCGrad: projecting conflicting gradients (Yu et al., 2020)."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from mtlbook.weighting.base import GradientMethod
+from .base import GradientMethod, check_task_gradients, gram_matrix
 
 
-def _check_gradients(task_gradients):
-    task_gradients = ops.convert_to_tensor(task_gradients)
-    if len(task_gradients.shape) != 2:
+def _mix(value):
+    """A 32-bit integer hash (Wellons' "lowbias32"): `uint32 -> uint32`."""
+    value = ops.bitwise_xor(value, ops.right_shift(value, 16))
+    value = value * ops.cast(0x7FEB352D, "uint32")
+    value = ops.bitwise_xor(value, ops.right_shift(value, 15))
+    value = value * ops.cast(0x846CA68B, "uint32")
+    return ops.bitwise_xor(value, ops.right_shift(value, 16))
+
+
+def task_order(num_tasks, seed=None, step=0):
+    """A random order of `num_tasks` tasks, a pure function of the seeds.
+
+    With an int `seed`, task `i` gets the key `h(h(seed + h(step)) + i)`,
+    `h` a 32-bit integer hash, and the order sorts the keys: the same
+    `(seed, step)` gives the same order on every backend, on every replica
+    and in a resumed run, and `step` may be a tensor (the optimizer's step
+    counter inside a compiled train step).
+
+    Args:
+        num_tasks: int >= 1.
+        seed: None (a fresh order from Keras's global random state) or an
+            int (or integer tensor).
+        step: int or integer tensor, e.g. the training step.
+
+    Returns:
+        `(num_tasks,)` int32 tensor, a permutation of `0 .. num_tasks - 1`.
+
+    Example:
+
+    ```python
+    task_order(4, seed=0, step=7)  # the same 4 indices every time
+    ```
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(
-            "`task_gradients` must have shape (num_tasks, num_parameters). "
-            f"Received: task_gradients.shape={task_gradients.shape}"
+            f"`num_tasks` must be a positive int. Received: "
+            f"num_tasks={num_tasks!r}"
         )
-    return task_gradients
+    if seed is None:
+        return ops.cast(
+            ops.argsort(keras.random.uniform((num_tasks,))), "int32")
+    base = ops.cast(seed, "uint32") + _mix(ops.cast(step, "uint32"))
+    index = ops.cast(ops.arange(num_tasks, dtype="int32"), "uint32")
+    keys = _mix(_mix(base) + index)
+    # 24 high bits as int32 (argsort of unsigned ints is not on every backend)
+    return ops.cast(
+        ops.argsort(ops.cast(ops.right_shift(keys, 8), "int32")), "int32")
 
 
-def pcgrad(task_gradients, seed=None):
+def pcgrad_weights(task_gradients, seed=None, step=0):
+    """Weights `w` with `pcgrad(G) = sum_j w_j g_j`.
+
+    Every projected gradient stays a combination of the original ones,
+    `p_i = sum_j A_ij g_j`, so PCGrad runs on the `T x T` Gram matrix
+    `M = G G^T` (`p_i . g_j = (A M)_ij`) and touches the `D`-dimensional
+    gradients only to form `M` and the final sum: its cost is one `(T, D)`
+    matrix product, not `T^2` passes over `D` entries.
+
+    Args:
+        task_gradients: `(T, D)` tensor of per-task gradients.
+        seed, step: the task order, see `task_order`.
+
+    Returns:
+        `(T,)` float32 tensor, `w_j = sum_i A_ij`.
+    """
+    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
+    num_tasks = gradients.shape[0]
+    gram = gram_matrix(gradients)
+    identity = ops.eye(num_tasks)
+    task_index = ops.arange(num_tasks, dtype="int32")
+    if num_tasks <= 2:
+        # each task projects on the other's original gradient only: every
+        # order gives the same update, so none is drawn
+        order = list(range(num_tasks))
+    else:
+        order = task_order(num_tasks, seed, step)
+    combination = identity  # row i: p_i in the basis of the g_j
+    for position in range(num_tasks):
+        other = order[position]
+        dots = ops.matmul(combination, ops.take(gram, other, axis=1))
+        coefficient = ops.minimum(dots, 0.0) / ops.maximum(
+            ops.take(ops.diagonal(gram), other), 1e-20
+        )
+        coefficient = ops.where(task_index == other, 0.0, coefficient)
+        corner = ops.take(identity, other, axis=0)
+        combination = combination - coefficient[:, None] * corner[None, :]
+    return ops.sum(combination, axis=0)
+
+
+def pcgrad(task_gradients, seed=None, step=0):
     """Projects each task gradient away from the ones it conflicts with.
 
-    One random order `o` of the tasks is drawn per call. For each task `i`,
-    `p_i` starts at `g_i`; then for every other task `j` in order `o`, if
-    `p_i . g_j < 0` (conflict with task `j`'s *original* gradient),
-    `p_i <- p_i - (p_i . g_j) / |g_j|^2 * g_j`. The update is
-    `sum_i p_i`. Gradients that do not conflict pass unchanged.
+    One random order `o` of the tasks is drawn per call (`task_order`).
+    For each task `i`, `p_i` starts at `g_i`; then for every other task `j`
+    in order `o`, if `p_i . g_j < 0` (conflict with task `j`'s *original*
+    gradient), `p_i <- p_i - (p_i . g_j) / |g_j|^2 * g_j`. The update is
+    `sum_i p_i`. Gradients that do not conflict pass unchanged. Computed on
+    the Gram matrix (`pcgrad_weights`).
 
     Args:
         task_gradients: `(T, D)` tensor, row `i` the flattened gradient of
             task `i`'s loss with respect to the shared parameters.
-        seed: None (a fresh random order), an int, or a length-2 integer
-            tensor (a stateless seed, e.g. `[seed, step]`).
+        seed: None (a fresh random order) or an int: with `step`, the
+            stateless seed of the order.
+        step: int or integer tensor (e.g. the training step).
 
     Returns:
         `(D,)` tensor, the summed projected gradients.
@@ -44,38 +124,17 @@ def pcgrad(task_gradients, seed=None):
     Reference:
         Yu et al., 2020, "Gradient Surgery for Multi-Task Learning".
     """
-    gradients = _check_gradients(task_gradients)
-    num_tasks = gradients.shape[0]
-    if seed is None:
-        order = tf.random.shuffle(tf.range(num_tasks))
-    else:
-        if isinstance(seed, int):
-            seed = [seed, 0]
-        seed = tf.cast(tf.convert_to_tensor(seed), "int64")
-        order = tf.argsort(
-            tf.random.stateless_uniform((num_tasks,), seed=seed)
-        )
-    squared_norms = ops.sum(gradients * gradients, axis=1)
-    projected = gradients
-    task_index = ops.arange(num_tasks)
-    for position in range(num_tasks):
-        other = order[position]
-        other_gradient = ops.take(gradients, other, axis=0)
-        dots = ops.matmul(projected, other_gradient)
-        coefficient = ops.minimum(dots, 0.0) / ops.maximum(
-            ops.take(squared_norms, other), 1e-20
-        )
-        coefficient = ops.where(task_index == other, 0.0, coefficient)
-        projected = projected - coefficient[:, None] * other_gradient[None, :]
-    return ops.sum(projected, axis=0)
+    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
+    weights = pcgrad_weights(gradients, seed, step)
+    return ops.matmul(weights, gradients)
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")
 class PCGrad(GradientMethod):
     """Gradient method layer around `pcgrad`.
 
-    The random task order is drawn from the stateless seed
-    `[seed, step]`, so that a run (and a resumed run) is repeatable and all
+    The random task order is drawn from the stateless seeds
+    `(seed, step)`, so that a run (and a resumed run) is repeatable and all
     replicas of a distributed run draw the same order.
 
     Args:
@@ -88,7 +147,7 @@ class PCGrad(GradientMethod):
         step: integer scalar, the training step.
 
     Returns:
-        `(D,)` tensor, `pcgrad(task_gradients, seed=[seed, step])`.
+        `(D,)` tensor, `pcgrad(task_gradients, seed, step)`.
 
     Reference:
         Yu et al., 2020, "Gradient Surgery for Multi-Task Learning".
@@ -101,8 +160,7 @@ class PCGrad(GradientMethod):
         self.seed = seed
 
     def call(self, task_gradients, step=0):
-        step = tf.cast(step, "int64")
-        return pcgrad(task_gradients, seed=tf.stack([self.seed, step]))
+        return pcgrad(task_gradients, seed=self.seed, step=step)
 
     def get_config(self):
         config = super().get_config()

@@ -4,7 +4,7 @@ import numbers
 
 import keras
 
-from mtlbook.weighting.base import LossWeighting
+from .base import LossWeighting
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mtlbook.weighting.base import LossWeighting
+from .base import LossWeighting
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")
