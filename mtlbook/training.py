@@ -57,24 +57,6 @@ from mtlbook.weighting.base import (
 )
 
 
-class _TaskWeight(keras.metrics.Metric):
-    """Reports a strategy's current weight of one task (no per-step cost)."""
-
-    def __init__(self, task_weights, index, name):
-        super().__init__(name=name)
-        self._task_weights = task_weights  # a bound method, not tracked
-        self._index = index
-
-    def update_state(self, *args, **kwargs):
-        del args, kwargs
-
-    def result(self):
-        return ops.cast(self._task_weights()[self._index], "float32")
-
-    def reset_state(self):
-        pass
-
-
 class _FunctionLoss(keras.losses.Loss):
     """A per-sample loss function as a `keras.losses.Loss` (mean reduced)."""
 
@@ -317,10 +299,6 @@ class MultiTaskModel(keras.Model):
         # what Keras does not log: per-task losses, weights and conflict
         self.loss_trackers = {
             t: keras.metrics.Mean(name=f"{t}_loss") for t in self.tasks
-        }
-        self.weight_trackers = {
-            t: _TaskWeight(strategy.task_weights, i, name=f"{t}_weight")
-            for i, t in enumerate(self.tasks)
         }
         self.conflict_tracker = None
         if self.log_conflict:
@@ -679,22 +657,22 @@ class MultiTaskModel(keras.Model):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
         if len(self.tasks) > 1:
             return logs
-        ours = {"loss", "gradient_cosine", *(
-            f"{self.tasks[0]}_{kind}" for kind in ("loss", "weight"))}
+        ours = {"loss", "gradient_cosine", f"{self.tasks[0]}_loss"}
         return {k if k in ours else f"{self.tasks[0]}_{k}": v
                 for k, v in logs.items()}
 
     def test_step(self, data):
         logs = super().test_step(data)
-        skip = {f"{t}_weight" for t in self.tasks} | {"gradient_cosine"}
-        return {k: v for k, v in logs.items() if k not in skip}
+        return {k: v for k, v in logs.items() if k != "gradient_cosine"}
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, plus the strategy's per-epoch hook.
 
-        Adds `UpdateEpoch(self.strategy)` first in the callbacks (so that
-        later callbacks see the next epoch's weights); takes the same
-        arguments, positional or by keyword.
+        Adds `UpdateEpoch(self.strategy)` first in the callbacks: it logs
+        each task's weight at the end of the epoch (`<task>_weight`, in
+        the history; no cost per step), then runs `update_epoch`, so later
+        callbacks see the next epoch's weights. Takes the same arguments
+        as `keras.Model.fit`, positional or by keyword.
         """
         if self.optimizer is not None and not self.optimizer.built:
             # a LossScaleOptimizer's scale exists once built (tape step)

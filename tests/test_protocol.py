@@ -169,8 +169,10 @@ def test_compute_loss_override_agrees_or_refuses(name):
     x, y = make_data()
     model = WeightedLossModel(*layers(), strategy, losses())
     model.compile(optimizer=keras.optimizers.SGD(0.05))
-    model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False,
-              verbose=0, callbacks=[UpdateEpoch(strategy)])
+    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS,
+                        shuffle=False, verbose=0,
+                        callbacks=[UpdateEpoch(strategy)]).history
+    assert len(history["a_weight"]) == EPOCHS  # logged by UpdateEpoch
     got = weights_of(model, strategy)
     assert sorted(got) == sorted(expected)
     for path, want in expected.items():

@@ -342,6 +342,9 @@ class EqualWeighting(LossWeighting):
 class UpdateEpoch(keras.callbacks.Callback):
     """Keras callback that calls `strategy.update_epoch()` after each epoch.
 
+    Before the update it adds the epoch's final task weights to the epoch's
+    logs as `<task>_weight` (so they reach the `History` and later
+    callbacks, as `LearningRateScheduler` adds the learning rate).
     `MultiTaskModel.fit` adds it by itself; pass it to `fit` of any other
     model that uses a strategy (or call `update_epoch()` at the end of each
     epoch of a hand-written loop or of `train_on_batch` calls).
@@ -366,4 +369,8 @@ class UpdateEpoch(keras.callbacks.Callback):
         self.strategy = strategy
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.strategy.task_names is not None:
+            weights = ops.convert_to_numpy(self.strategy.task_weights())
+            for name, weight in zip(self.strategy.task_names, weights):
+                logs[f"{name}_weight"] = float(weight)
         self.strategy.update_epoch()
