@@ -68,9 +68,10 @@ def gram_matrix(task_gradients):
     """The `(T, T)` matrix of dot products `g_i . g_j` of the task gradients.
 
     Gradient methods work on it rather than on the `D`-dimensional
-    gradients. For up to 4 tasks it is summed from elementwise products,
-    which on a CPU is faster than a `(T, D) x (D, T)` matrix product with
-    a small `T` and a large `D`.
+    gradients. For two tasks it is summed from elementwise products, which
+    on a CPU is faster than a `(2, D) x (D, 2)` matrix product with a large
+    `D` (`python -m mtlbook.bench weighting`); from three tasks on, the
+    matrix product is faster.
 
     Args:
         task_gradients: `(T, D)` tensor.
@@ -85,7 +86,7 @@ def gram_matrix(task_gradients):
     ```
     """
     gradients = ops.cast(check_task_gradients(task_gradients), "float32")
-    if gradients.shape[0] is not None and gradients.shape[0] <= 4:
+    if gradients.shape[0] is not None and gradients.shape[0] <= 2:
         return ops.sum(gradients[:, None, :] * gradients[None, :, :], axis=-1)
     return ops.matmul(gradients, ops.transpose(gradients))
 
