@@ -510,7 +510,8 @@ class MultiTaskModel(keras.Model):
         """The strategy's total of the task losses (plus regularization).
 
         Keras's `train_step` and `test_step` call it: it is where a loss
-        weighting acts. Gradient methods are trained on the plain sum.
+        weighting acts. For a gradient method (trained by the tape step)
+        it is only evaluated, and reports the plain sum of the losses.
         """
         if self.task_losses is None:
             raise ValueError("Call `compile` before training or evaluating.")
