@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtlbook.training import MultiTaskModel, task_gradient_matrix
+from test_training import make_data  # the same two-task data
 from mtlbook.weighting import (
     CAGrad, MGDA, DynamicWeightAverage, EqualWeighting, GradNorm, PCGrad,
     StaticWeighting, Strategy, UncertaintyWeighting, UpdateEpoch,
@@ -33,14 +34,6 @@ FACTORIES = {
     "cagrad": CAGrad,
 }
 EPOCHS, BATCH = 3, 16
-
-
-def make_data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6)).astype("float32")
-    y = {"a": (x[:, 0] > 0).astype("int32"),
-         "b": (3.0 * x[:, 1] - x[:, 2]).astype("float32")[:, None]}
-    return x, y
 
 
 def layers(seed=0):
