@@ -11,6 +11,7 @@ the features from it: the features, and the label head, are trained
 exactly as a source-only classifier.
 """
 
+import math
 import numbers
 
 import keras
@@ -20,12 +21,58 @@ import tensorflow as tf
 from mtlbook.layers.gradient_reversal import GradientReversal, dann_lambda
 
 
-def _check(name, value, low, kind=numbers.Real):
-    if not isinstance(value, kind) or isinstance(value, bool) or value < low:
-        what = "an int" if kind is numbers.Integral else "a float"
+def _check(name, value, low, kind=numbers.Real, low_included=True):
+    # Bools are refused (True is an int in Python), NaN and infinities too.
+    if not isinstance(value, kind) or isinstance(value, bool) or (
+            not math.isfinite(value)
+            or (value < low if low_included else value <= low)):
+        what = "an int" if kind is numbers.Integral else "a finite float"
+        sign = ">=" if low_included else ">"
         raise ValueError(
-            f"`{name}` must be {what} >= {low}. Received: {name}={value!r}"
+            f"`{name}` must be {what} {sign} {low}. "
+            f"Received: {name}={value!r}"
         )
+
+
+def _check_features(name, x, feature_shape):
+    """`x` as a float32 array of finite rows shaped `feature_shape`."""
+    x = np.asarray(x, "float32")
+    if x.ndim < 1 or len(x) == 0 or len(x.shape) != len(feature_shape) + 1 \
+            or any(want is not None and want != got
+                   for want, got in zip(feature_shape, x.shape[1:])):
+        raise ValueError(
+            f"`{name}` must be a non-empty array of shape (n, "
+            f"{', '.join(map(str, feature_shape))}) (the model's input). "
+            f"Received: {name} of shape {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError(
+            f"`{name}` must hold finite numbers. Received: {name} with "
+            f"{np.size(x) - np.isfinite(x).sum()} NaN or infinite values"
+        )
+    return x
+
+
+def _check_labels(y, n, num_classes):
+    """`y` as int32 class indices, one per source example."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            "`source_y` must be one class index per row of `source_x` "
+            f"({n}). Received: source_y of shape {y.shape}"
+        )
+    if y.dtype.kind not in "biuf" or (
+            y.dtype.kind == "f" and not np.array_equal(y, np.round(y))) \
+            or y.size and (y.min() < 0 or y.max() >= num_classes):
+        shown = np.unique(y)[:10] if y.dtype.kind in "biuf" else y[:10]
+        raise ValueError(
+            "`source_y` must hold integer class indices in "
+            f"[0, {num_classes}) (the model's num_classes). "
+            f"Received values {shown}"
+        )
+    return y.astype("int32")
 
 
 def domain_adversarial_model(feature_extractor, num_classes,
@@ -39,12 +86,13 @@ def domain_adversarial_model(feature_extractor, num_classes,
     ```
 
     Args:
-        feature_extractor: `keras.Model` (or layer with a known input
-            shape) mapping inputs to a feature vector `(batch, d)`.
+        feature_extractor: `keras.Model` with one input of known shape,
+            mapping inputs to a feature vector `(batch, d)`.
         num_classes: int >= 2. Number of label logits.
-        domain_units: sequence of ints > 0. Hidden widths of the domain
-            head (may be empty: a linear domain classifier).
-        lambda_: float >= 0. Initial strength of the gradient reversal.
+        domain_units: list or tuple of ints > 0. Hidden widths of the
+            domain head (may be empty: a linear domain classifier).
+        lambda_: finite float >= 0. Initial strength of the gradient
+            reversal.
         name: str. Model name.
 
     Returns:
@@ -69,13 +117,25 @@ def domain_adversarial_model(feature_extractor, num_classes,
             f"Received: feature_extractor={type(feature_extractor).__name__}"
         )
     _check("num_classes", num_classes, 2, numbers.Integral)
-    domain_units = tuple(domain_units)
-    if not all(isinstance(u, numbers.Integral) and u > 0 for u in domain_units):
+    if not isinstance(domain_units, (list, tuple)) or not all(
+            isinstance(u, numbers.Integral) and not isinstance(u, bool)
+            and u > 0 for u in domain_units):
         raise ValueError(
-            "`domain_units` must be a sequence of positive ints. "
+            "`domain_units` must be a list or tuple of positive ints. "
             f"Received: domain_units={domain_units!r}"
         )
-    inputs = keras.Input(feature_extractor.input_shape[1:], name="inputs")
+    try:
+        input_shape = feature_extractor.input_shape
+    except (AttributeError, ValueError):
+        input_shape = None  # not built: no known input
+    if not isinstance(input_shape, tuple) or not all(
+            d is None or isinstance(d, int) for d in input_shape):
+        raise ValueError(
+            "`feature_extractor` must have one input of known shape (build "
+            "it with keras.Input). Received: input_shape="
+            f"{input_shape}"
+        )
+    inputs = keras.Input(input_shape[1:], name="inputs")
     features = feature_extractor(inputs)
     if len(features.shape) != 2:
         raise ValueError(
@@ -85,7 +145,7 @@ def domain_adversarial_model(feature_extractor, num_classes,
     label = keras.layers.Dense(num_classes, name="label")(features)
     hidden = GradientReversal(lambda_, name="reversal")(features)
     for index, units in enumerate(domain_units):
-        hidden = keras.layers.Dense(units, activation="relu",
+        hidden = keras.layers.Dense(int(units), activation="relu",
                                     name=f"domain_hidden{index}")(hidden)
     domain = keras.layers.Dense(1, name="domain")(hidden)
     return keras.Model(inputs, {"label": label, "domain": domain}, name=name)
@@ -107,10 +167,10 @@ class DomainAdversarialTrainer:
     step to `dann_lambda(step / steps, gamma, lambda_max)`.
 
     Args:
-        model: a model from `domain_adversarial_model` (outputs `"label"`
-            and `"domain"`, a `GradientReversal` layer named `"reversal"`).
+        model: a model from `domain_adversarial_model` (a dict of outputs
+            `"label"` and `"domain"`, one `GradientReversal` layer).
         optimizer: a `keras.optimizers.Optimizer`.
-        domain_weight: float >= 0. Weight of the domain loss.
+        domain_weight: finite float >= 0. Weight of the domain loss.
 
     Example:
 
@@ -137,6 +197,17 @@ class DomainAdversarialTrainer:
                 "`model` must contain exactly one GradientReversal layer. "
                 f"Received: a model with {len(reversal)}"
             )
+        try:
+            outputs = model.output
+        except (AttributeError, ValueError):
+            outputs = None  # a model that was never called
+        if not isinstance(outputs, dict) or not {"label", "domain"} <= set(
+                outputs):
+            raise ValueError(
+                "`model` must return a dict with outputs 'label' and "
+                "'domain', as domain_adversarial_model's models do. Received: "
+                f"outputs {outputs}"
+            )
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise TypeError(
                 "`optimizer` must be a keras.optimizers.Optimizer. "
@@ -146,6 +217,8 @@ class DomainAdversarialTrainer:
         self.model, self.optimizer = model, optimizer
         self.reversal = reversal[0]
         self.domain_weight = float(domain_weight)
+        self.num_classes = int(outputs["label"].shape[-1])
+        self.feature_shape = tuple(model.input_shape[1:])
         self.optimizer.build(model.trainable_variables)
         self._optimizer_start = [v.numpy() for v in optimizer.variables]
         self._step = tf.function(self._train_step, reduce_retracing=True)
@@ -203,19 +276,28 @@ class DomainAdversarialTrainer:
                                    self._optimizer_start):
             variable.assign(value)
 
+    def _check_data(self, source_x, source_y, target_x):
+        source_x = _check_features("source_x", source_x, self.feature_shape)
+        target_x = _check_features("target_x", target_x, self.feature_shape)
+        source_y = _check_labels(source_y, len(source_x), self.num_classes)
+        return source_x, source_y, target_x
+
     def train_step(self, source_x, source_y, target_x, lambda_):
         """One optimizer step; returns the losses as floats.
 
         Args:
-            source_x: array of labelled source inputs.
-            source_y: int array of their labels.
-            target_x: array of unlabelled target inputs.
-            lambda_: float >= 0. Reversal strength for this step.
+            source_x: array of labelled source inputs (finite numbers).
+            source_y: int array of their labels, in `[0, num_classes)`.
+            target_x: array of unlabelled target inputs (finite numbers).
+            lambda_: finite float >= 0. Reversal strength for this step.
 
         Returns:
             dict with `label_loss`, `domain_loss` and `domain_accuracy`
             (the domain head's accuracy on this batch, before the update).
         """
+        _check("lambda_", lambda_, 0)
+        source_x, source_y, target_x = self._check_data(
+            source_x, source_y, target_x)
         logs = self._step(tf.convert_to_tensor(source_x, "float32"),
                           tf.convert_to_tensor(source_y, "int32"),
                           tf.convert_to_tensor(target_x, "float32"),
@@ -227,15 +309,18 @@ class DomainAdversarialTrainer:
         """Trains for `steps` steps with the DANN lambda schedule.
 
         Args:
-            source_x, source_y: labelled source data (NumPy arrays).
-            target_x: unlabelled target data (NumPy array).
+            source_x, source_y: labelled source data (NumPy arrays): finite
+                inputs and integer labels in `[0, num_classes)`.
+            target_x: unlabelled target data (NumPy array, finite).
             steps: int >= 1. Number of optimizer steps.
-            lambda_max: float >= 0. Final reversal strength (0: source only).
-            gamma: float > 0. Steepness of the schedule (10 in the paper).
+            lambda_max: finite float >= 0. Final reversal strength (0:
+                source only).
+            gamma: finite float > 0. Steepness of the schedule (10 in the
+                paper).
             batch_size: optional int >= 1. Examples drawn per domain per
                 step (with a fresh permutation each epoch); `None` uses
                 every example at every step (full batch).
-            seed: int. Seed of the batch order.
+            seed: int >= 0. Seed of the batch order.
             log_every: int >= 1. Steps run inside one graph call; the
                 losses of the last of them are recorded.
 
@@ -248,14 +333,10 @@ class DomainAdversarialTrainer:
         if batch_size is not None:
             _check("batch_size", batch_size, 1, numbers.Integral)
         _check("lambda_max", lambda_max, 0)
-        source_x = np.asarray(source_x, "float32")
-        source_y = np.asarray(source_y, "int32")
-        target_x = np.asarray(target_x, "float32")
-        if len(source_x) != len(source_y):
-            raise ValueError(
-                "`source_x` and `source_y` must have the same length. "
-                f"Received: {len(source_x)} and {len(source_y)}"
-            )
+        _check("gamma", gamma, 0, low_included=False)
+        _check("seed", seed, 0, numbers.Integral)
+        source_x, source_y, target_x = self._check_data(
+            source_x, source_y, target_x)
         batches = {"source": _Batches(len(source_x), batch_size, seed),
                    "target": _Batches(len(target_x), batch_size, seed + 1)}
         data = [tf.convert_to_tensor(source_x), tf.convert_to_tensor(source_y),

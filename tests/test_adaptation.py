@@ -138,11 +138,26 @@ def test_model_save_and_load(tmp_path):
     ({"num_classes": True}, ValueError, "num_classes"),
     ({"domain_units": (4, 0)}, ValueError, "domain_units"),
     ({"domain_units": (4.5,)}, ValueError, "domain_units"),
+    ({"domain_units": (True, 4)}, ValueError, "domain_units"),
+    ({"domain_units": 32}, ValueError, "domain_units"),
+    ({"domain_units": "32"}, ValueError, "domain_units"),
+    ({"num_classes": 2.0}, ValueError, "num_classes"),
+    ({"lambda_": float("nan")}, ValueError, "lambda_"),
+    ({"lambda_": -1.0}, ValueError, "lambda_"),
+    ({"feature_extractor": keras.Sequential([keras.layers.Dense(3)])},
+     ValueError, "feature_extractor"),
 ])
 def test_model_rejects_bad_arguments(kwargs, error, match):
     arguments = {"feature_extractor": features(), "num_classes": 2, **kwargs}
     with pytest.raises(error, match=match):
         domain_adversarial_model(**arguments)
+
+
+def test_model_rejects_a_feature_extractor_with_two_inputs():
+    a, b = keras.Input((2,)), keras.Input((3,))
+    two = keras.Model([a, b], keras.layers.Concatenate()([a, b]))
+    with pytest.raises(ValueError, match="one input"):
+        domain_adversarial_model(two, 2)
 
 
 def test_model_rejects_non_vector_features():
@@ -254,12 +269,24 @@ def test_train_step_and_reset():
     ({"model": features()}, ValueError, "model"),
     ({"optimizer": "adam"}, TypeError, "optimizer"),
     ({"domain_weight": -1.0}, ValueError, "domain_weight"),
+    ({"domain_weight": float("nan")}, ValueError, "domain_weight"),
+    ({"domain_weight": float("inf")}, ValueError, "domain_weight"),
+    ({"domain_weight": True}, ValueError, "domain_weight"),
 ])
 def test_trainer_rejects_bad_arguments(kwargs, error, match):
     arguments = {"model": make_model(), "optimizer": keras.optimizers.SGD(),
                  **kwargs}
     with pytest.raises(error, match=match):
         DomainAdversarialTrainer(**arguments)
+
+
+def test_trainer_rejects_a_model_without_label_and_domain_outputs():
+    inputs = keras.Input((2,))
+    hidden = keras.layers.Dense(4)(inputs)
+    domain = keras.layers.Dense(1)(GradientReversal()(hidden))
+    model = keras.Model(inputs, [keras.layers.Dense(3)(hidden), domain])
+    with pytest.raises(ValueError, match="'label' and 'domain'"):
+        DomainAdversarialTrainer(model, keras.optimizers.SGD())
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -269,6 +296,28 @@ def test_trainer_rejects_bad_arguments(kwargs, error, match):
     ({"batch_size": 0}, "batch_size"),
     ({"lambda_max": -1.0}, "lambda_max"),
     ({"source_y": np.zeros(3, "int32")}, "source_x"),
+    ({"steps": 2.5}, "steps"),
+    ({"log_every": True}, "log_every"),
+    ({"batch_size": 8.0}, "batch_size"),
+    ({"lambda_max": float("nan")}, "lambda_max"),
+    ({"lambda_max": float("inf")}, "lambda_max"),
+    ({"gamma": 0.0}, "gamma"),
+    ({"gamma": float("nan")}, "gamma"),
+    ({"seed": -1}, "seed"),
+    ({"seed": True}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    # labels the model cannot have (3 classes): an error, not a truncation
+    # or a NaN loss
+    ({"source_y": np.full(40, 3)}, "source_y.*\\[0, 3\\)"),
+    ({"source_y": np.full(40, -1)}, "source_y"),
+    ({"source_y": np.full(40, 0.5)}, "source_y"),
+    ({"source_y": np.eye(3)[np.zeros(40, int)]}, "source_y"),
+    ({"source_y": np.array(["a"] * 40)}, "source_y"),
+    ({"source_x": np.full((40, 2), np.nan)}, "source_x.*finite"),
+    ({"target_x": np.full((40, 2), np.inf)}, "target_x.*finite"),
+    ({"target_x": np.zeros((40, 3))}, "target_x.*shape"),
+    ({"target_x": np.zeros((0, 2))}, "target_x.*non-empty"),
+    ({"source_x": np.zeros((40, 2, 1))}, "source_x.*shape"),
 ])
 def test_fit_rejects_bad_arguments(kwargs, match):
     source_x, source_y, target_x = toy_data()
@@ -277,3 +326,33 @@ def test_fit_rejects_bad_arguments(kwargs, match):
     trainer = DomainAdversarialTrainer(make_model(), keras.optimizers.SGD())
     with pytest.raises(ValueError, match=match):
         trainer.fit(**arguments)
+
+
+def test_fit_accepts_float_and_column_labels_of_whole_numbers():
+    source_x, source_y, target_x = toy_data()
+    histories = []
+    for labels in (source_y, source_y.astype("float64"), source_y[:, None]):
+        trainer = DomainAdversarialTrainer(make_model(seed=4),
+                                           keras.optimizers.SGD(0.1))
+        histories.append(trainer.fit(source_x, labels, target_x, steps=2))
+    assert histories[0] == histories[1] == histories[2]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lambda_": -0.5}, "lambda_"),
+    ({"lambda_": float("nan")}, "lambda_"),
+    ({"lambda_": True}, "lambda_"),
+    ({"source_y": np.full(40, 7)}, "source_y"),
+    ({"target_x": np.full((40, 2), np.nan)}, "target_x"),
+])
+def test_train_step_rejects_bad_arguments(kwargs, match):
+    source_x, source_y, target_x = toy_data()
+    arguments = {"source_x": source_x, "source_y": source_y,
+                 "target_x": target_x, "lambda_": 0.5, **kwargs}
+    model = make_model()
+    start = model.get_weights()
+    trainer = DomainAdversarialTrainer(model, keras.optimizers.SGD())
+    with pytest.raises(ValueError, match=match):
+        trainer.train_step(**arguments)
+    for a, b in zip(start, model.get_weights()):  # nothing was trained
+        np.testing.assert_array_equal(a, b)

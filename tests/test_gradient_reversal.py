@@ -49,11 +49,19 @@ def test_lambda_is_a_non_trainable_weight_that_can_change():
     np.testing.assert_allclose(numpy(grad), np.full((2, 2), -0.25))
 
 
-def test_bad_lambda_raises():
-    with pytest.raises(ValueError, match="lambda_"):
-        GradientReversal(-1.0)
-    with pytest.raises(ValueError, match="lambda_"):
-        GradientReversal("big")
+@pytest.mark.parametrize("lambda_", [
+    -1.0, -1e-9, "big", None, True, float("nan"), float("inf"), [1.0],
+])
+def test_bad_lambda_raises(lambda_):
+    # A negative lambda would undo the reversal: refused, not flipped.
+    with pytest.raises(ValueError, match="`lambda_` must be a finite float"):
+        GradientReversal(lambda_)
+
+
+def test_numpy_lambda_is_accepted_as_a_float():
+    layer = GradientReversal(np.float32(0.25))
+    assert layer.initial_lambda == 0.25
+    assert type(layer.get_config()["lambda_"]) is float
 
 
 def test_config_round_trip_and_save_load(tmp_path):
@@ -103,6 +111,29 @@ def test_dann_lambda_values():
     )
     with pytest.raises(ValueError, match="progress"):
         dann_lambda(1.5)
+    assert dann_lambda(np.float32(1.0)) == dann_lambda(1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"progress": True}, "progress"),
+    ({"progress": "0.5"}, "progress"),
+    ({"progress": float("nan")}, "progress"),
+    ({"progress": -0.1}, "progress"),
+    ({"gamma": 0.0}, "gamma"),
+    ({"gamma": -10.0}, "gamma"),
+    ({"gamma": float("nan")}, "gamma"),
+    ({"gamma": float("inf")}, "gamma"),
+    ({"gamma": True}, "gamma"),
+    ({"maximum": -1.0}, "maximum"),
+    ({"maximum": float("nan")}, "maximum"),
+    ({"maximum": float("inf")}, "maximum"),
+    ({"maximum": None}, "maximum"),
+])
+def test_dann_lambda_rejects_bad_arguments(kwargs, match):
+    # gamma <= 0 or maximum < 0 once gave a negative or zero lambda, NaN a
+    # NaN lambda, silently
+    with pytest.raises(ValueError, match=f"`{match}` must be a finite float"):
+        dann_lambda(**{"progress": 0.5, **kwargs})
 
 
 def test_schedule_callback_sets_lambda_during_fit():
@@ -121,3 +152,25 @@ def test_schedule_callback_sets_lambda_during_fit():
         DANNSchedule(keras.layers.Dense(1), total_steps=4)
     with pytest.raises(ValueError, match="total_steps"):
         DANNSchedule(reversal, total_steps=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"total_steps": True}, "total_steps"),
+    ({"total_steps": 2.5}, "total_steps"),
+    ({"total_steps": "10"}, "total_steps"),
+    ({"gamma": -1.0}, "gamma"),
+    ({"gamma": float("nan")}, "gamma"),
+    ({"maximum": -0.5}, "maximum"),
+    ({"maximum": float("inf")}, "maximum"),
+    ({"maximum": True}, "maximum"),
+])
+def test_schedule_rejects_bad_arguments_when_made(kwargs, match):
+    # before, a bad gamma or maximum surfaced only at the first batch
+    arguments = {"layer": GradientReversal(), "total_steps": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        DANNSchedule(**arguments)
+
+
+def test_schedule_accepts_numpy_ints():
+    schedule = DANNSchedule(GradientReversal(), total_steps=np.int64(10))
+    assert schedule.total_steps == 10 and type(schedule.total_steps) is int

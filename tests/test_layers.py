@@ -59,10 +59,36 @@ def test_dense_stack_value_by_hand():
     np.testing.assert_allclose(y, [[3.5, 0.0]])
 
 
-@pytest.mark.parametrize("units", [(), 3, (4, 0), ("a",)])
+@pytest.mark.parametrize("units", [
+    (), 3, (4, 0), ("a",), (4, -2), (True,), (4, 2.0), "32", None,
+    np.array([4, 3]),
+])
 def test_dense_stack_bad_units_raise(units):
-    with pytest.raises(ValueError, match="units"):
+    with pytest.raises(ValueError, match="`units` must be a non-empty list"):
         DenseStack(units)
+
+
+def test_dense_stack_accepts_numpy_int_units_as_ints():
+    layer = DenseStack([np.int64(4), 3])
+    assert layer.units == (4, 3) and type(layer.units[0]) is int
+    assert DenseStack.from_config(layer.get_config()).units == (4, 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"activation": "relux"}, "`activation`.*Received: activation='relux'"),
+    ({"output_activation": 3}, "`output_activation`"),
+])
+def test_dense_stack_unknown_activation_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DenseStack((4,), **kwargs)
+
+
+@pytest.mark.parametrize("inputs", [
+    np.zeros(5, "float32"), [data(), data()],
+])
+def test_dense_stack_bad_inputs_raise(inputs):
+    with pytest.raises(ValueError, match="`inputs` must be one tensor"):
+        DenseStack((4,))(inputs)
 
 
 # --------------------------------------------------------------- CrossStitch
@@ -86,7 +112,9 @@ def test_cross_stitch_self_weight_one_is_identity():
         np.testing.assert_allclose(numpy(y), x)
 
 
-@pytest.mark.parametrize("self_weight", [1.5, -0.1, "0.9"])
+@pytest.mark.parametrize("self_weight", [
+    1.5, -0.1, "0.9", True, float("nan"), None,
+])
 def test_cross_stitch_bad_self_weight_raises(self_weight):
     with pytest.raises(ValueError, match="self_weight"):
         CrossStitch(self_weight=self_weight)
@@ -97,6 +125,8 @@ def test_cross_stitch_bad_inputs_raise():
         CrossStitch()([data()])
     with pytest.raises(ValueError, match="same shape"):
         CrossStitch()([data(d=5), data(d=4)])
+    with pytest.raises(ValueError, match="same shape"):
+        CrossStitch()([data(n=6), data(n=4)])
 
 
 def test_cross_stitch_save_load_and_fit(tmp_path):
@@ -168,16 +198,36 @@ def test_omoe_gives_every_task_the_same_mixture():
     ({"num_experts": 0}, "num_experts"),
     ({"num_experts": 2.0}, "num_experts"),
     ({"num_tasks": 3, "num_gates": 2}, "num_gates"),
+    ({"num_tasks": True}, "num_tasks"),
+    ({"num_experts": True}, "num_experts"),
+    ({"num_gates": True}, "num_gates"),
+    ({"num_gates": 1.0}, "num_gates"),
+    ({"num_gates": "1"}, "num_gates"),
     ({"expert_units": ()}, "units"),
+    ({"expert_units": (8, True)}, "expert_units"),
+    ({"expert_activation": "relux"}, "expert_activation"),
 ])
 def test_mmoe_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MMoE(**kwargs)
 
 
-def test_mmoe_bad_input_shape_raises():
-    with pytest.raises(ValueError, match="inputs"):
-        MMoE()(np.zeros((2, 3, 4), "float32"))
+def test_omoe_refuses_more_than_one_gate():
+    # OMoE once dropped any `num_gates` silently
+    with pytest.raises(ValueError, match="num_gates"):
+        OMoE(num_tasks=3, num_gates=3)
+    with pytest.raises(ValueError, match="num_gates"):
+        OMoE(num_gates=True)
+    assert OMoE(num_gates=1).num_gates == 1
+
+
+@pytest.mark.parametrize("inputs", [
+    np.zeros((2, 3, 4), "float32"), np.zeros(4, "float32"),
+    [data(), data()],
+])
+def test_mmoe_bad_input_shape_raises(inputs):
+    with pytest.raises(ValueError, match="`inputs` must be one tensor"):
+        MMoE()(inputs)
 
 
 # ------------------------------------------------------------------ CGC, PLE
@@ -231,10 +281,25 @@ def test_cgc_reads_one_input_per_task_plus_shared():
     ({"num_tasks": 0}, "num_tasks"),
     ({"num_task_experts": 0}, "num_task_experts"),
     ({"num_shared_experts": -1}, "num_shared_experts"),
+    ({"num_tasks": True}, "num_tasks"),
+    ({"num_task_experts": 1.0}, "num_task_experts"),
+    ({"output_shared": "yes"}, "output_shared"),
+    ({"output_shared": 1}, "output_shared"),
+    ({"expert_units": [4, 0]}, "expert_units"),
+    ({"expert_activation": "nope"}, "expert_activation"),
 ])
 def test_cgc_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CGC(**kwargs)
+
+
+@pytest.mark.parametrize("inputs", [
+    np.zeros((2, 3, 5), "float32"),
+    [data(), data(), np.zeros((6, 2, 5), "float32")],
+])
+def test_cgc_inputs_of_wrong_rank_raise(inputs):
+    with pytest.raises(ValueError, match="`inputs` must be one tensor"):
+        CGC(num_tasks=2)(inputs)
 
 
 def test_ple_stacks_levels_with_shared_gates_below_the_last():
@@ -253,8 +318,17 @@ def test_ple_one_level_equals_cgc_and_bad_arguments_raise():
     assert len(PLE(num_levels=1).levels) == 1
     with pytest.raises(ValueError, match="num_levels"):
         PLE(num_levels=0)
+    with pytest.raises(ValueError, match="num_levels"):
+        PLE(num_levels=True)
+    with pytest.raises(ValueError, match="num_tasks"):
+        PLE(num_tasks=0)
+    with pytest.raises(ValueError, match="expert_activation"):
+        PLE(expert_activation="relux")
     with pytest.raises(ValueError, match="inputs"):
         PLE()(np.zeros((2, 3, 4), "float32"))
+    # a list of two inputs once passed PLE's (batch, features) check
+    with pytest.raises(ValueError, match="`inputs` must be one tensor"):
+        PLE()([data(), data()])
 
 
 # ----------------------------------------------- every layer: config, save, fit

@@ -1,5 +1,7 @@
 """Cross-stitch unit for soft parameter sharing between task branches."""
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -35,9 +37,8 @@ class CrossStitch(keras.layers.Layer):
 
     def __init__(self, self_weight=0.9, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(self_weight, (int, float)) or not (
-            0.0 <= self_weight <= 1.0
-        ):
+        if isinstance(self_weight, bool) or not isinstance(
+                self_weight, numbers.Real) or not 0.0 <= self_weight <= 1.0:
             raise ValueError(
                 "`self_weight` must be a float in [0, 1]. "
                 f"Received: self_weight={self_weight!r}"
@@ -51,7 +52,9 @@ class CrossStitch(keras.layers.Layer):
                 "`inputs` must be a list of at least 2 tensors, one per task. "
                 f"Received: input_shape={input_shape}"
             )
-        if len({tuple(s[1:]) for s in input_shape}) != 1:
+        batch_sizes = {s[0] for s in input_shape if len(s)} - {None}
+        if len({tuple(s[1:]) for s in input_shape}) != 1 \
+                or len(batch_sizes) > 1:
             raise ValueError(
                 "`inputs` must all have the same shape. "
                 f"Received: input_shape={input_shape}"

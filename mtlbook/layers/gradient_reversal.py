@@ -1,9 +1,41 @@
 """Gradient reversal: identity forward, gradient times -lambda backward."""
 
 import math
+import numbers
 
 import keras
 from keras import ops
+
+
+def _check_real(name, value, low, low_included=True, high=None):
+    """Returns `value` as a float, or raises `ValueError` naming `name`.
+
+    Accepts finite real numbers (NumPy ones too) in the range; refuses
+    bools (`True` is an int in Python), strings, NaN and infinities.
+
+    Args:
+        name: str. The argument's name, for the message.
+        value: the argument.
+        low: float. Lower bound.
+        low_included: bool. Whether `value == low` is allowed.
+        high: float or None. Upper bound (included), if any.
+
+    Returns:
+        `value` as a float.
+    """
+    expected = f"{'>=' if low_included else '>'} {low}"
+    if high is not None:
+        expected = f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+        not math.isfinite(value)
+        or (value < low if low_included else value <= low)
+        or (high is not None and value > high)
+    ):
+        raise ValueError(
+            f"`{name}` must be a finite float {expected}. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")
@@ -24,7 +56,10 @@ class GradientReversal(keras.layers.Layer):
     (see `DANNSchedule`) and is saved with the model.
 
     Args:
-        lambda_: float >= 0. Initial gradient scale.
+        lambda_: finite float >= 0. Initial gradient scale. A negative
+            value is refused: the gradient would then pass unreversed, and
+            the features would help the domain classifier instead of
+            fooling it.
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -46,11 +81,7 @@ class GradientReversal(keras.layers.Layer):
 
     def __init__(self, lambda_=1.0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(lambda_, (int, float)) or lambda_ < 0:
-            raise ValueError(
-                f"`lambda_` must be a float >= 0. Received: lambda_={lambda_!r}"
-            )
-        self.initial_lambda = float(lambda_)
+        self.initial_lambda = _check_real("lambda_", lambda_, 0.0)
         self.lambda_ = self.add_weight(
             name="lambda",
             shape=(),
@@ -77,16 +108,22 @@ def dann_lambda(progress, gamma=10.0, maximum=1.0):
 
     Args:
         progress: float in [0, 1]. Fraction of training done.
-        gamma: float > 0. Steepness (10 in the paper).
-        maximum: float >= 0. Value approached at the end of training.
+        gamma: finite float > 0. Steepness (10 in the paper).
+        maximum: finite float >= 0. Value approached at the end of
+            training.
 
     Returns:
         float, 0 at `progress=0`, rising towards `maximum`.
+
+    Example:
+
+    ```python
+    dann_lambda(0.5)  # 0.9866...
+    ```
     """
-    if not 0.0 <= progress <= 1.0:
-        raise ValueError(
-            f"`progress` must be in [0, 1]. Received: progress={progress!r}"
-        )
+    progress = _check_real("progress", progress, 0.0, high=1.0)
+    gamma = _check_real("gamma", gamma, 0.0, low_included=False)
+    maximum = _check_real("maximum", maximum, 0.0)
     return maximum * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
 
 
@@ -98,9 +135,9 @@ class DANNSchedule(keras.callbacks.Callback):
 
     Args:
         layer: the `GradientReversal` layer to drive.
-        total_steps: int. Number of training batches in the whole run.
-        gamma: float. Steepness (10 in the paper).
-        maximum: float. Final lambda.
+        total_steps: int >= 1. Number of training batches in the whole run.
+        gamma: finite float > 0. Steepness (10 in the paper).
+        maximum: finite float >= 0. Final lambda.
 
     Example:
 
@@ -117,13 +154,15 @@ class DANNSchedule(keras.callbacks.Callback):
                 "`layer` must be a GradientReversal layer. "
                 f"Received: layer={type(layer).__name__}"
             )
-        if not isinstance(total_steps, int) or total_steps < 1:
+        if isinstance(total_steps, bool) or not isinstance(
+                total_steps, numbers.Integral) or total_steps < 1:
             raise ValueError(
                 "`total_steps` must be a positive int. "
                 f"Received: total_steps={total_steps!r}"
             )
-        self.layer, self.total_steps = layer, total_steps
-        self.gamma, self.maximum = gamma, maximum
+        self.layer, self.total_steps = layer, int(total_steps)
+        self.gamma = _check_real("gamma", gamma, 0.0, low_included=False)
+        self.maximum = _check_real("maximum", maximum, 0.0)
         self.step = 0
         self.values = []
 

@@ -1,13 +1,21 @@
 """Multi-gate Mixture-of-Experts (MMoE) and its one-gate baseline (OMoE)."""
 
+import numbers
+
 import keras
 from keras import ops
 
-from .dense_stack import DenseStack, check_units
+from .dense_stack import (
+    DenseStack,
+    check_activation,
+    check_matrix_shape,
+    check_units,
+)
 
 
 def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < 1:
         raise ValueError(
             f"`{name}` must be a positive int. Received: {name}={value!r}"
         )
@@ -29,11 +37,15 @@ class MMoE(keras.layers.Layer):
     Args:
         num_tasks: int >= 1. Number of outputs (one per task).
         num_experts: int >= 1. Number of experts `K`.
-        expert_units: sequence of ints. Widths of each expert's Dense stack.
-        expert_activation: str. Activation of the experts' layers.
+        expert_units: list or tuple of ints > 0. Widths of each expert's
+            Dense stack.
+        expert_activation: str, callable or None. Activation of the
+            experts' layers.
         num_gates: int or None. `None` (default) or `num_tasks`: one gate
             per task (MMoE); `1`: one gate for all tasks (OMoE).
-        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+        **kwargs: Base layer arguments (`name`, `dtype`, ...). The dtype
+            policy (say `"mixed_float16"`) is passed on to the experts and
+            gates.
 
     Call arguments:
         inputs: tensor of shape `(batch, features)`.
@@ -62,32 +74,31 @@ class MMoE(keras.layers.Layer):
         _check_positive_int("num_experts", num_experts)
         if num_gates is None:
             num_gates = num_tasks
-        if num_gates not in (1, num_tasks):
+        if isinstance(num_gates, bool) or not isinstance(
+                num_gates, numbers.Integral) or num_gates not in (1, num_tasks):
             raise ValueError(
                 "`num_gates` must be None, 1 or num_tasks "
                 f"({num_tasks}). Received: num_gates={num_gates!r}"
             )
-        self.num_tasks = num_tasks
-        self.num_experts = num_experts
+        check_activation("expert_activation", expert_activation)
+        self.num_tasks = int(num_tasks)
+        self.num_experts = int(num_experts)
         self.expert_units = check_units("expert_units", expert_units)
         self.expert_activation = expert_activation
-        self.num_gates = num_gates
+        self.num_gates = int(num_gates)
         self.experts = [
             DenseStack(self.expert_units, activation=expert_activation,
-                       name=f"expert_{k}")
-            for k in range(num_experts)
+                       name=f"expert_{k}", dtype=self.dtype_policy)
+            for k in range(self.num_experts)
         ]
         self.gates = [
-            keras.layers.Dense(num_experts, name=f"gate_{t}")
-            for t in range(num_gates)
+            keras.layers.Dense(self.num_experts, name=f"gate_{t}",
+                               dtype=self.dtype_policy)
+            for t in range(self.num_gates)
         ]
 
     def build(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(
-                "`inputs` must have shape (batch, features). "
-                f"Received: input_shape={input_shape}"
-            )
+        check_matrix_shape("inputs", input_shape)
         for layer in self.experts + self.gates:
             layer.build(input_shape)
 
@@ -130,7 +141,14 @@ class OMoE(MMoE):
 
     def __init__(self, num_tasks=2, num_experts=4, expert_units=(16,),
                  expert_activation="relu", **kwargs):
-        kwargs.pop("num_gates", None)
+        # `get_config` stores num_gates=1; any other value is a mistake.
+        num_gates = kwargs.pop("num_gates", None)
+        if num_gates is not None and (
+                isinstance(num_gates, bool) or num_gates != 1):
+            raise ValueError(
+                "`num_gates` of OMoE is always 1 (use MMoE for more "
+                f"gates). Received: num_gates={num_gates!r}"
+            )
         super().__init__(num_tasks=num_tasks, num_experts=num_experts,
                          expert_units=expert_units,
                          expert_activation=expert_activation, num_gates=1,

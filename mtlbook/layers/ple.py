@@ -1,13 +1,22 @@
 """Customized Gate Control (CGC) and Progressive Layered Extraction (PLE)."""
 
+import numbers
+
 import keras
 from keras import ops
 
-from .dense_stack import DenseStack, check_units
+from .dense_stack import (
+    DenseStack,
+    check_activation,
+    check_matrix_shape,
+    check_units,
+    is_shape,
+)
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < minimum:
         raise ValueError(
             f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
         )
@@ -33,15 +42,19 @@ class CGC(keras.layers.Layer):
         num_tasks: int >= 1.
         num_task_experts: int >= 1. Experts per task.
         num_shared_experts: int >= 0. Shared experts.
-        expert_units: sequence of ints. Widths of each expert's Dense stack.
-        expert_activation: str. Activation of the experts' layers.
+        expert_units: list or tuple of ints > 0. Widths of each expert's
+            Dense stack.
+        expert_activation: str, callable or None. Activation of the
+            experts' layers.
         output_shared: bool. Also return the shared gate's output.
-        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+        **kwargs: Base layer arguments (`name`, `dtype`, ...). The dtype
+            policy (say `"mixed_float16"`) is passed on to the experts and
+            gates.
 
     Call arguments:
         inputs: one tensor `(batch, features)`, or a list of `num_tasks + 1`
-            tensors: one per task, then the shared one (a previous level's
-            output).
+            tensors `(batch, features)`: one per task, then the shared one
+            (a previous level's output).
         return_gates: bool. Also return the gate weights.
 
     Returns:
@@ -68,16 +81,22 @@ class CGC(keras.layers.Layer):
         _check_int("num_tasks", num_tasks, 1)
         _check_int("num_task_experts", num_task_experts, 1)
         _check_int("num_shared_experts", num_shared_experts, 0)
-        self.num_tasks = num_tasks
-        self.num_task_experts = num_task_experts
-        self.num_shared_experts = num_shared_experts
+        check_activation("expert_activation", expert_activation)
+        if not isinstance(output_shared, bool):
+            raise ValueError(
+                "`output_shared` must be a bool. "
+                f"Received: output_shared={output_shared!r}"
+            )
+        self.num_tasks = num_tasks = int(num_tasks)
+        self.num_task_experts = num_task_experts = int(num_task_experts)
+        self.num_shared_experts = num_shared_experts = int(num_shared_experts)
         self.expert_units = check_units("expert_units", expert_units)
         self.expert_activation = expert_activation
-        self.output_shared = bool(output_shared)
+        self.output_shared = output_shared
 
         def stack(name):
             return DenseStack(self.expert_units, activation=expert_activation,
-                              name=name)
+                              name=name, dtype=self.dtype_policy)
 
         # One flat list, task by task (task t's experts are
         # `experts_of_task(t)`): Keras before 3.15 silently skips the weights
@@ -91,13 +110,15 @@ class CGC(keras.layers.Layer):
         ]
         per_task = num_task_experts + num_shared_experts
         self.task_gates = [
-            keras.layers.Dense(per_task, name=f"task_{t}_gate")
+            keras.layers.Dense(per_task, name=f"task_{t}_gate",
+                               dtype=self.dtype_policy)
             for t in range(num_tasks)
         ]
         self.shared_gate = None
         if self.output_shared:
             total = num_tasks * num_task_experts + num_shared_experts
-            self.shared_gate = keras.layers.Dense(total, name="shared_gate")
+            self.shared_gate = keras.layers.Dense(
+                total, name="shared_gate", dtype=self.dtype_policy)
 
     def experts_of_task(self, task):
         """The `num_task_experts` expert layers of task index `task`."""
@@ -116,10 +137,10 @@ class CGC(keras.layers.Layer):
         return [inputs] * self.num_tasks, inputs
 
     def build(self, input_shape):
-        is_list = isinstance(input_shape, (list, tuple)) and all(
-            isinstance(s, (list, tuple)) for s in input_shape
-        )
+        is_list = not is_shape(input_shape)
         task_shapes, shared_shape = self._split_inputs(input_shape, is_list)
+        for shape in task_shapes + [shared_shape]:
+            check_matrix_shape("inputs", shape)
         for t, shape in enumerate(task_shapes):
             for layer in self.experts_of_task(t) + [self.task_gates[t]]:
                 layer.build(shape)
@@ -176,9 +197,12 @@ class PLE(keras.layers.Layer):
         num_levels: int >= 1. Number of CGC levels (1 gives plain CGC).
         num_task_experts: int >= 1. Experts per task and level.
         num_shared_experts: int >= 0. Shared experts per level.
-        expert_units: sequence of ints. Widths of each expert's Dense stack.
-        expert_activation: str. Activation of the experts' layers.
-        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+        expert_units: list or tuple of ints > 0. Widths of each expert's
+            Dense stack.
+        expert_activation: str, callable or None. Activation of the
+            experts' layers.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...). The dtype
+            policy (say `"mixed_float16"`) is passed on to every level.
 
     Call arguments:
         inputs: tensor of shape `(batch, features)`.
@@ -203,27 +227,25 @@ class PLE(keras.layers.Layer):
                  expert_activation="relu", **kwargs):
         super().__init__(**kwargs)
         _check_int("num_levels", num_levels, 1)
-        self.num_tasks = num_tasks
-        self.num_levels = num_levels
-        self.num_task_experts = num_task_experts
-        self.num_shared_experts = num_shared_experts
-        self.expert_units = check_units("expert_units", expert_units)
-        self.expert_activation = expert_activation
         self.levels = [
             CGC(num_tasks=num_tasks, num_task_experts=num_task_experts,
                 num_shared_experts=num_shared_experts,
                 expert_units=expert_units,
                 expert_activation=expert_activation,
-                output_shared=level < num_levels - 1, name=f"level_{level}")
+                output_shared=level < num_levels - 1, name=f"level_{level}",
+                dtype=self.dtype_policy)
             for level in range(num_levels)
         ]
+        first = self.levels[0]  # its arguments are checked
+        self.num_tasks = first.num_tasks
+        self.num_levels = int(num_levels)
+        self.num_task_experts = first.num_task_experts
+        self.num_shared_experts = first.num_shared_experts
+        self.expert_units = first.expert_units
+        self.expert_activation = expert_activation
 
     def build(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(
-                "`inputs` must have shape (batch, features). "
-                f"Received: input_shape={input_shape}"
-            )
+        check_matrix_shape("inputs", input_shape)
         shape = tuple(input_shape)
         for level in self.levels:
             level.build(shape)
