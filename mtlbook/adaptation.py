@@ -114,7 +114,8 @@ def domain_adversarial_model(feature_extractor, num_classes,
     if not isinstance(feature_extractor, keras.Model):
         raise TypeError(
             "`feature_extractor` must be a keras.Model. "
-            f"Received: feature_extractor={type(feature_extractor).__name__}"
+            f"Received: feature_extractor={feature_extractor!r:.80} "
+            f"of type {type(feature_extractor).__name__}"
         )
     _check("num_classes", num_classes, 2, numbers.Integral)
     if not isinstance(domain_units, (list, tuple)) or not all(
@@ -188,7 +189,8 @@ class DomainAdversarialTrainer:
         if not isinstance(model, keras.Model):
             raise TypeError(
                 "`model` must be a keras.Model. "
-                f"Received: model={type(model).__name__}"
+                f"Received: model={model!r:.80} "
+                f"of type {type(model).__name__}"
             )
         reversal = [layer for layer in model.layers
                     if isinstance(layer, GradientReversal)]
@@ -211,7 +213,8 @@ class DomainAdversarialTrainer:
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise TypeError(
                 "`optimizer` must be a keras.optimizers.Optimizer. "
-                f"Received: optimizer={type(optimizer).__name__}"
+                f"Received: optimizer={optimizer!r:.80} "
+                f"of type {type(optimizer).__name__}"
             )
         _check("domain_weight", domain_weight, 0)
         self.model, self.optimizer = model, optimizer
@@ -271,6 +274,15 @@ class DomainAdversarialTrainer:
             weights: list of arrays, as from `model.get_weights()` of a
                 model built the same way.
         """
+        expected = len(self.model.weights)
+        if not isinstance(weights, (list, tuple)) or len(weights) != expected:
+            received = (f"a list of {len(weights)} arrays"
+                        if isinstance(weights, (list, tuple))
+                        else f"{type(weights).__name__}")
+            raise ValueError(
+                f"`weights` must be a list of {expected} arrays, as from "
+                f"`model.get_weights()`. Received: weights={received}"
+            )
         self.model.set_weights(weights)
         for variable, value in zip(self.optimizer.variables,
                                    self._optimizer_start):

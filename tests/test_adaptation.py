@@ -134,6 +134,8 @@ def test_model_save_and_load(tmp_path):
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"feature_extractor": keras.layers.Dense(3)}, TypeError,
      "feature_extractor"),
+    ({"feature_extractor": "features"}, TypeError,
+     "feature_extractor='features'"),
     ({"num_classes": 1}, ValueError, "num_classes"),
     ({"num_classes": True}, ValueError, "num_classes"),
     ({"domain_units": (4, 0)}, ValueError, "domain_units"),
@@ -264,10 +266,17 @@ def test_train_step_and_reset():
     assert trainer.train_step(source_x, source_y, target_x, 0.5) == first
 
 
+@pytest.mark.parametrize("weights", [[np.zeros(2)], "weights", None])
+def test_reset_rejects_weights_of_another_model(weights):
+    trainer = DomainAdversarialTrainer(make_model(), keras.optimizers.SGD())
+    with pytest.raises(ValueError, match="`weights` must be a list of"):
+        trainer.reset(weights)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"model": "dann"}, TypeError, "model"),
+    ({"model": "dann"}, TypeError, "model='dann'"),
     ({"model": features()}, ValueError, "model"),
-    ({"optimizer": "adam"}, TypeError, "optimizer"),
+    ({"optimizer": "adam"}, TypeError, "optimizer='adam'"),
     ({"domain_weight": -1.0}, ValueError, "domain_weight"),
     ({"domain_weight": float("nan")}, ValueError, "domain_weight"),
     ({"domain_weight": float("inf")}, ValueError, "domain_weight"),

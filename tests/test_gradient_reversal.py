@@ -150,6 +150,8 @@ def test_schedule_callback_sets_lambda_during_fit():
     assert float(reversal.lambda_.numpy()) == pytest.approx(schedule.values[-1])
     with pytest.raises(TypeError, match="layer"):
         DANNSchedule(keras.layers.Dense(1), total_steps=4)
+    with pytest.raises(TypeError, match="layer='reversal'"):
+        DANNSchedule("reversal", total_steps=4)
     with pytest.raises(ValueError, match="total_steps"):
         DANNSchedule(reversal, total_steps=0)
 

@@ -152,7 +152,7 @@ class DANNSchedule(keras.callbacks.Callback):
         if not isinstance(layer, GradientReversal):
             raise TypeError(
                 "`layer` must be a GradientReversal layer. "
-                f"Received: layer={type(layer).__name__}"
+                f"Received: layer={layer!r:.80} of type {type(layer).__name__}"
             )
         if isinstance(total_steps, bool) or not isinstance(
                 total_steps, numbers.Integral) or total_steps < 1:
