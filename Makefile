@@ -89,7 +89,8 @@ test-colab: $(COLAB_STAMP)
 # and gradient methods use keras.ops only. Tests that need TensorFlow are
 # marked `tensorflow` and deselected here.
 JAX_TESTS := tests/test_layers.py tests/test_gradient_reversal.py \
-	tests/test_weighting.py tests/test_copyable.py tests/test_layer_harness.py
+	tests/test_weighting.py tests/test_copyable.py tests/test_layer_harness.py \
+	tests/test_weighting_state.py
 .PHONY: test-jax
 test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -p no:cacheprovider \

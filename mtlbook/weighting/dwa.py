@@ -1,9 +1,40 @@
 """Dynamic Weight Average (Liu, Johns and Davison, 2019)."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
 from .base import LossWeighting
+
+
+def _check_temperature(temperature):
+    """`float(temperature)`, or an error unless it is a finite float > 0."""
+    message = (
+        "`temperature` must be a finite float > 0. "
+        f"Received: temperature={temperature!r}"
+    )
+    if isinstance(temperature, bool) or not isinstance(
+        temperature, numbers.Real
+    ):
+        raise TypeError(message)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(message)
+    return float(temperature)
+
+
+def _check_vector(name, value, num_tasks):
+    """`value` as a float32 tensor, or an error unless its shape is `(T,)`."""
+    value = ops.convert_to_tensor(value, "float32")
+    shape = tuple(value.shape)
+    known = None not in (num_tasks, *shape)
+    if len(shape) != 1 or (known and shape[0] != num_tasks):
+        raise ValueError(
+            f"`{name}` must have shape ({num_tasks or 'num_tasks'},), one "
+            f"value per task. Received: {name}.shape={shape}"
+        )
+    return value
 
 
 def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
@@ -17,7 +48,8 @@ def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
     Args:
         previous_losses: `(T,)` mean training losses of epoch `t-1`.
         earlier_losses: `(T,)` mean training losses of epoch `t-2`.
-        temperature: float > 0. Larger values give more even weights.
+        temperature: finite float > 0. Larger values give more even
+            weights.
 
     Returns:
         `(T,)` tensor of weights.
@@ -28,8 +60,15 @@ def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
     dwa_weights([1.0, 1.0], [2.0, 1.0])  # task 2 stalls: [0.88, 1.12]
     ```
     """
+    temperature = _check_temperature(temperature)
     previous_losses = ops.convert_to_tensor(previous_losses, "float32")
-    earlier_losses = ops.convert_to_tensor(earlier_losses, "float32")
+    if len(previous_losses.shape) != 1:
+        raise ValueError(
+            "`previous_losses` must have shape (num_tasks,). Received: "
+            f"previous_losses.shape={tuple(previous_losses.shape)}"
+        )
+    earlier_losses = _check_vector("earlier_losses", earlier_losses,
+                                   previous_losses.shape[0])
     ratios = previous_losses / earlier_losses
     num_tasks = ops.cast(ops.shape(ratios)[0], "float32")
     return num_tasks * ops.softmax(ratios / temperature)
@@ -49,8 +88,15 @@ class DynamicWeightAverage(LossWeighting):
     two last epochs' losses, the number of epochs seen and the current
     weights are non-trainable variables, so they are saved with the model.
 
+    Bad losses do not poison the weights: a step whose losses are not all
+    finite is left out of the epoch's mean (for every task), and an epoch
+    whose mean loss is not finite and positive for some task is not
+    recorded (the loss history, the epoch count and the weights stay as
+    they were), since a ratio with it would be 0, inf or NaN.
+
     Args:
-        temperature: float > 0. Softmax temperature (2.0 in the paper).
+        temperature: finite float > 0. Softmax temperature (2.0 in the
+            paper).
         num_tasks: optional int. Number of tasks (inferred when built).
         **kwargs: Base layer arguments (`name`, ...).
 
@@ -74,12 +120,7 @@ class DynamicWeightAverage(LossWeighting):
 
     def __init__(self, temperature=2.0, num_tasks=None, **kwargs):
         super().__init__(num_tasks=num_tasks, **kwargs)
-        if not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ValueError(
-                "`temperature` must be a positive float. "
-                f"Received: temperature={temperature!r}"
-            )
-        self.temperature = float(temperature)
+        self.temperature = _check_temperature(temperature)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -106,27 +147,46 @@ class DynamicWeightAverage(LossWeighting):
     def task_weights(self):
         return ops.convert_to_tensor(self.current_weights)
 
+    def _check_built(self, method):
+        if not self.built:
+            raise ValueError(
+                f"Call `set_tasks(task_names)` before `{method}`: "
+                "DynamicWeightAverage does not know its tasks yet. "
+                "Received: num_tasks=None"
+            )
+
     def update_step(self, task_losses, gradient_norms=None):
         """Adds one step's task losses to the epoch's running sum.
+
+        A step whose losses are not all finite is left out (for every
+        task), so that one bad batch does not make the epoch's mean inf or
+        NaN.
 
         Args:
             task_losses: `(T,)` tensor of the step's task losses.
             gradient_norms: ignored.
         """
         del gradient_norms
-        losses = ops.stop_gradient(ops.cast(task_losses, "float32"))
-        self.loss_sum.assign(self.loss_sum + losses)
-        self.steps_seen.assign(self.steps_seen + 1.0)
+        self._check_built("update_step")
+        losses = ops.stop_gradient(
+            _check_vector("task_losses", task_losses, self.num_tasks))
+        finite = ops.all(ops.isfinite(losses))
+        self.loss_sum.assign(self.loss_sum + ops.where(finite, losses, 0.0))
+        self.steps_seen.assign(self.steps_seen + ops.cast(finite, "float32"))
 
     def update_epoch(self, mean_losses=None):
         """Records an epoch's mean losses and sets the next epoch's weights.
 
+        An epoch without steps, or whose mean loss is not finite and
+        positive for some task, changes nothing but the running sum (reset
+        to 0).
+
         Args:
             mean_losses: optional `(T,)` mean training loss of each task
-                this epoch; default the mean of the losses given to
-                `update_step` since the last call (an epoch without steps
-                changes nothing).
+                this epoch; default the mean of the (finite) losses given
+                to `update_step` since the last call.
         """
+        self._check_built("update_epoch")
         if mean_losses is None:
             steps = ops.convert_to_tensor(self.steps_seen)
             mean_losses = self.loss_sum / ops.maximum(steps, 1.0)
@@ -134,13 +194,11 @@ class DynamicWeightAverage(LossWeighting):
             self.loss_sum.assign(ops.zeros_like(self.loss_sum.value))
             self.steps_seen.assign(0.0)
         else:
-            mean_losses = ops.convert_to_tensor(mean_losses, "float32")
-            if tuple(mean_losses.shape) != (self.num_tasks,):
-                raise ValueError(
-                    f"`mean_losses` must have shape ({self.num_tasks},). "
-                    f"Received: mean_losses.shape={mean_losses.shape}"
-                )
+            mean_losses = _check_vector("mean_losses", mean_losses,
+                                        self.num_tasks)
             seen = ops.convert_to_tensor(True)
+        usable = ops.logical_and(ops.isfinite(mean_losses), mean_losses > 0.0)
+        seen = ops.logical_and(seen, ops.all(usable))
         old_history = ops.convert_to_tensor(self.loss_history)
         history = ops.where(
             seen, ops.stack([old_history[1], mean_losses]), old_history

@@ -1,13 +1,61 @@
 """GradNorm: balancing training rates through gradient norms (Chen et al.)."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
 from .base import LossWeighting
 
 
+def _check_float(name, value, low, high=None, low_allowed=True):
+    """`float(value)`, or an error if it is no finite float in the range."""
+    expected = "a finite float " + (f">= {low}" if low_allowed else f"> {low}")
+    if high is not None:
+        expected += f" and < {high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be {expected}. Received: {name}={value!r}"
+        )
+    if not (math.isfinite(value) and (value >= low if low_allowed
+                                      else value > low)
+            and (high is None or value < high)):
+        raise ValueError(
+            f"`{name}` must be {expected}. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def _check_vector(name, value, num_tasks):
+    """`value` as a float32 tensor, or an error unless its shape is `(T,)`."""
+    value = ops.convert_to_tensor(value, "float32")
+    shape = tuple(value.shape)
+    known = None not in (num_tasks, *shape)
+    if len(shape) != 1 or (known and shape[0] != num_tasks):
+        raise ValueError(
+            f"`{name}` must have shape ({num_tasks or 'num_tasks'},), one "
+            f"value per task. Received: {name}.shape={shape}"
+        )
+    return value
+
+
+def _masked_mean(values, active):
+    """The mean of the `(T,)` `values` over the `active` entries (0 if none).
+
+    Written as `mean(values) * T / count`, so that with every entry active
+    it is `ops.mean(values)` to the last bit.
+    """
+    size = ops.cast(ops.shape(values)[0], "float32")
+    count = ops.sum(ops.cast(active, "float32"))
+    return ops.mean(ops.where(active, values, 0.0)) * (
+        size / ops.maximum(count, 1.0)
+    )
+
+
 def gradnorm_weight_gradient(
-    weights, task_losses, initial_losses, gradient_norms, alpha=1.5
+    weights, task_losses, initial_losses, gradient_norms, alpha=1.5,
+    active=None,
 ):
     """Gradient of GradNorm's L1 loss with respect to the task weights.
 
@@ -24,7 +72,11 @@ def gradnorm_weight_gradient(
         task_losses: `(T,)` current task losses.
         initial_losses: `(T,)` task losses at the first step.
         gradient_norms: `(T,)` norms `n_i`.
-        alpha: float. Strength of the restoring force (1.5 in the paper).
+        alpha: float >= 0. Strength of the restoring force (1.5 in the
+            paper).
+        active: optional `(T,)` bools. Only these tasks take part: the
+            means run over them, and the others get a gradient of 0 (and
+            may hold any value, even NaN). Default: every task.
 
     Returns:
         `(T,)` tensor, the gradient of `L_grad` w.r.t. the weights.
@@ -36,17 +88,43 @@ def gradnorm_weight_gradient(
     # G = [2, 1], target = [1.5, 1.5] -> [2., -1.]
     ```
     """
+    alpha = _check_float("alpha", alpha, 0.0)
     weights = ops.convert_to_tensor(weights, "float32")
-    loss_ratios = ops.convert_to_tensor(task_losses, "float32") / (
-        ops.convert_to_tensor(initial_losses, "float32")
-    )
-    inverse_rates = loss_ratios / ops.mean(loss_ratios)
-    norms = ops.convert_to_tensor(gradient_norms, "float32")
+    if len(weights.shape) != 1:
+        raise ValueError(
+            "`weights` must have shape (num_tasks,). "
+            f"Received: weights.shape={tuple(weights.shape)}"
+        )
+    num_tasks = weights.shape[0]
+    task_losses = _check_vector("task_losses", task_losses, num_tasks)
+    initial_losses = _check_vector("initial_losses", initial_losses,
+                                   num_tasks)
+    norms = _check_vector("gradient_norms", gradient_norms, num_tasks)
+    if active is None:
+        active = ops.ones_like(weights, dtype="bool")
+    else:
+        active = ops.convert_to_tensor(active, "bool")
+        if len(active.shape) != 1 or active.shape[0] not in (None,
+                                                             num_tasks):
+            raise ValueError(
+                f"`active` must have shape ({num_tasks},). "
+                f"Received: active.shape={tuple(active.shape)}"
+            )
+    # the inactive entries are replaced before use: their values, even
+    # NaN or inf, cannot reach the active ones
+    task_losses = ops.where(active, task_losses, 1.0)
+    initial_losses = ops.where(active, initial_losses, 1.0)
+    norms = ops.where(active, norms, 0.0)
+    loss_ratios = task_losses / initial_losses
+    inverse_rates = loss_ratios / _masked_mean(loss_ratios, active)
     weighted_norms = weights * norms
     target = ops.stop_gradient(
-        ops.mean(weighted_norms) * inverse_rates ** alpha
+        _masked_mean(weighted_norms, active)
+        * inverse_rates ** alpha
     )
-    return ops.sign(weighted_norms - target) * norms
+    return ops.where(
+        active, ops.sign(weighted_norms - target) * norms, 0.0
+    )
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")
@@ -60,19 +138,30 @@ class GradNorm(LossWeighting):
     depend on the scale of the losses (the paper instead updates `w` with
     the network's optimizer): `w <- w - learning_rate * dL_grad/dw /
     mean_j(n_j)`, then clips them to at least `min_weight` and
-    renormalises them to sum to `T`. The first call also
-    records the initial losses `L_i(0)`. Weights, initial losses and the
-    "initialised" flag are non-trainable variables saved with the model.
+    renormalises them to sum to `T`.
+
+    Each task's reference loss `L_i(0)` is its first finite, positive
+    loss: usually the first step's, but a task whose first losses are 0
+    (e.g. no labelled example in the batch, all masked by
+    `sample_weight`), inf or NaN gets its reference later. A step updates
+    only the tasks whose reference is set and whose loss (finite, > 0)
+    and gradient norm (finite) are usable; the means run over them, the
+    other tasks keep their weights and the updated ones are renormalised
+    so that all still sum to `T`. (With every task usable, which is the
+    ordinary case, this is the update above.) Weights, reference losses
+    and the "initialised" flag are non-trainable variables saved with the
+    model; a reference that is not set yet is stored as 0.
 
     It declares `requires_gradient_norms`: the training loop passes the
     norms of the task gradients w.r.t. the variables of the layer named
     `layer` (default: the last layer whose variables are shared).
 
     Args:
-        alpha: float >= 0. Restoring-force exponent (1.5 in the paper).
-        learning_rate: float > 0. Step size of the weight update.
-        min_weight: float >= 0. Lower bound on each weight before the
-            renormalisation.
+        alpha: finite float >= 0. Restoring-force exponent (1.5 in the
+            paper).
+        learning_rate: finite float > 0. Step size of the weight update.
+        min_weight: finite float in [0, 1). Lower bound on each weight
+            before the renormalisation (the weights average 1).
         layer: optional str. Name of the layer whose variables the
             gradient norms are taken at.
         num_tasks: optional int. Number of tasks (inferred when built).
@@ -105,22 +194,20 @@ class GradNorm(LossWeighting):
         super().__init__(num_tasks=num_tasks, **kwargs)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(
-                f"`layer` must be a layer name or None. Received: "
-                f"layer={layer!r}"
+                f"`layer` must be a layer name (a non-empty str) or None. "
+                f"Received: layer={layer!r}"
+            )
+        if layer == "":
+            raise ValueError(
+                "`layer` must be a layer name (a non-empty str) or None. "
+                f"Received: layer={layer!r}"
             )
         self.gradient_norm_layer = layer
-        if not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ValueError(
-                f"`alpha` must be a float >= 0. Received: alpha={alpha!r}"
-            )
-        if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
-            raise ValueError(
-                "`learning_rate` must be a positive float. "
-                f"Received: learning_rate={learning_rate!r}"
-            )
-        self.alpha = float(alpha)
-        self.learning_rate = float(learning_rate)
-        self.min_weight = float(min_weight)
+        self.alpha = _check_float("alpha", alpha, 0.0)
+        self.learning_rate = _check_float(
+            "learning_rate", learning_rate, 0.0, low_allowed=False)
+        self.min_weight = _check_float("min_weight", min_weight, 0.0,
+                                       high=1.0)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -157,26 +244,49 @@ class GradNorm(LossWeighting):
                 "task gradients at one shared layer. Received: "
                 "gradient_norms=None"
             )
+        if not self.built:
+            raise ValueError(
+                "Call `set_tasks(task_names)` before `update_step`: GradNorm "
+                "does not know its tasks yet. Received: num_tasks=None"
+            )
+        num_tasks = self.num_tasks
         task_losses = ops.stop_gradient(
-            ops.convert_to_tensor(task_losses, "float32")
-        )
+            _check_vector("task_losses", task_losses, num_tasks))
         gradient_norms = ops.stop_gradient(
-            ops.convert_to_tensor(gradient_norms, "float32")
+            _check_vector("gradient_norms", gradient_norms, num_tasks))
+
+        def usable(losses):
+            return ops.logical_and(ops.isfinite(losses), losses > 0.0)
+
+        reference = ops.convert_to_tensor(self.initial_losses)
+        unset = ops.logical_or(self.initialized < 0.5,
+                               ops.logical_not(usable(reference)))
+        reference = ops.where(
+            unset, ops.where(usable(task_losses), task_losses, 0.0),
+            reference,
         )
-        first = self.initialized < 0.5
-        initial = ops.where(
-            first, task_losses, ops.convert_to_tensor(self.initial_losses)
-        )
-        self.initial_losses.assign(initial)
+        self.initial_losses.assign(reference)
         self.initialized.assign(ops.ones_like(self.initialized.value))
+        active = ops.logical_and(
+            ops.logical_and(usable(reference), usable(task_losses)),
+            ops.isfinite(gradient_norms),
+        )
         weights = ops.convert_to_tensor(self.loss_weights)
         gradient = gradnorm_weight_gradient(
-            weights, task_losses, initial, gradient_norms, self.alpha
+            weights, task_losses, reference, gradient_norms, self.alpha,
+            active=active,
         )
-        gradient = gradient / ops.maximum(ops.mean(gradient_norms), 1e-20)
+        norms = ops.where(active, gradient_norms, 0.0)
+        gradient = gradient / ops.maximum(
+            _masked_mean(norms, active), 1e-20)
         new = ops.maximum(weights - self.learning_rate * gradient,
                           self.min_weight)
-        new = new * (self.num_tasks / ops.sum(new))
+        # the inactive tasks keep their weights; the active ones share
+        # what is left of the total T
+        kept = ops.sum(ops.where(active, 0.0, weights))
+        new = new * ((num_tasks - kept)
+                     / ops.sum(ops.where(active, new, 0.0)))
+        new = ops.where(active, new, weights)
         finite = ops.all(ops.isfinite(new))
         new = ops.where(finite, new, weights)
         self.loss_weights.assign(new)

@@ -1,5 +1,7 @@
 """Static weighting: fixed, hand-chosen task weights."""
 
+import collections.abc
+import math
 import numbers
 
 import keras
@@ -7,14 +9,61 @@ import keras
 from .base import LossWeighting
 
 
+def _check_weights(weights):
+    """Returns the names (or None) and floats of `weights`, or an error."""
+    if isinstance(weights, dict):
+        names, values = list(weights), list(weights.values())
+        labels = [f"weights[{name!r}]" for name in names]
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(
+                    "The keys of `weights` must be task names (str). "
+                    f"Received: key {name!r} in weights={weights!r}"
+                )
+    elif isinstance(weights, (list, tuple)):
+        names, values = None, list(weights)
+        labels = [f"weights[{i}]" for i in range(len(values))]
+    else:
+        raise TypeError(
+            "`weights` must be a list, tuple or dict of floats. "
+            f"Received: weights={weights!r}"
+        )
+    if not values:
+        raise ValueError(
+            "`weights` must hold one weight per task. "
+            f"Received: weights={weights!r}"
+        )
+    for label, value in zip(labels, values):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                "`weights` must hold finite, non-negative floats. "
+                f"Received: {label}={value!r}"
+            )
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                "`weights` must hold finite, non-negative floats. "
+                f"Received: {label}={value!r}"
+            )
+    if not any(value > 0 for value in values):
+        raise ValueError(
+            "`weights` must hold at least one positive weight (with all "
+            "weights 0 the total loss is 0 and nothing trains). "
+            f"Received: weights={weights!r}"
+        )
+    return names, [float(value) for value in values]
+
+
 @keras.saving.register_keras_serializable(package="mtlbook")
 class StaticWeighting(LossWeighting):
     """Weighted sum with fixed weights: `total = sum_i w_i * L_i`.
 
     Args:
-        weights: sequence of `T` non-negative floats (in the order of the
-            model's tasks) or dict `{task: weight}` (then `MultiTaskModel`
-            orders it and rejects unknown or missing task names).
+        weights: sequence of `T` finite, non-negative floats, at least one
+            positive (in the order of the model's tasks), or dict
+            `{task: weight}` (then `set_tasks` orders it and rejects
+            unknown or missing task names).
+        num_tasks: optional int, `T` (taken from `weights`; a different
+            value raises).
         **kwargs: Base layer arguments (`name`, ...).
 
     Call arguments:
@@ -30,27 +79,18 @@ class StaticWeighting(LossWeighting):
     ```
     """
 
-    def __init__(self, weights, **kwargs):
-        kwargs.pop("num_tasks", None)
-        if isinstance(weights, dict):
-            names, values = list(weights), list(weights.values())
-        elif isinstance(weights, (list, tuple)):
-            names, values = None, list(weights)
-        else:
-            raise TypeError(
-                "`weights` must be a list, tuple or dict of floats. "
-                f"Received: weights={weights!r}"
-            )
-        if not values or not all(
-            isinstance(v, numbers.Real) and v >= 0 for v in values
+    def __init__(self, weights, num_tasks=None, **kwargs):
+        names, values = _check_weights(weights)
+        if num_tasks is not None and (
+            isinstance(num_tasks, bool) or num_tasks != len(values)
         ):
             raise ValueError(
-                "`weights` must be non-empty and non-negative. "
-                f"Received: weights={weights!r}"
+                f"`num_tasks` must be None or {len(values)}, the number of "
+                f"`weights`. Received: num_tasks={num_tasks!r}"
             )
         super().__init__(num_tasks=len(values), **kwargs)
         self.weight_names = names
-        self.weights_value = [float(v) for v in values]
+        self.weights_value = values
 
     def set_tasks(self, task_names):
         """Orders dict weights like `task_names` (rejecting unknown or
@@ -59,19 +99,32 @@ class StaticWeighting(LossWeighting):
         Args:
             task_names: sequence of the model's task names.
         """
-        self.check_num_tasks(len(task_names))
-        if self.weight_names is not None:
-            unknown = sorted(set(self.weight_names) - set(task_names))
-            missing = sorted(set(task_names) - set(self.weight_names))
+        # new names only (a reuse, or names that are no list of str, get
+        # the base class's errors)
+        names_ok = False
+        if self.task_names is None and isinstance(
+            task_names, collections.abc.Iterable
+        ) and not isinstance(task_names, str):
+            task_names = list(task_names)
+            names_ok = all(isinstance(name, str) for name in task_names) \
+                and len(set(task_names)) == len(task_names)
+        if self.weight_names is not None and names_ok:
+            unknown = [n for n in self.weight_names if n not in task_names]
+            missing = [n for n in task_names if n not in self.weight_names]
             if unknown or missing:
                 raise ValueError(
-                    "`weights` must name exactly the model's tasks "
-                    f"{list(task_names)}. Received: unknown={unknown}, "
-                    f"missing={missing}"
+                    "The keys of `weights` must be exactly the model's "
+                    f"tasks {list(task_names)}: unknown tasks {unknown}, "
+                    f"missing tasks {missing}. Received: weights="
+                    f"{dict(zip(self.weight_names, self.weights_value))}"
                 )
             by_name = dict(zip(self.weight_names, self.weights_value))
+            super().set_tasks(task_names)
             self.weights_value = [by_name[name] for name in task_names]
             self.weight_names = list(task_names)
+            return
+        if names_ok:
+            self.check_num_tasks(len(task_names))
         super().set_tasks(task_names)
 
     def task_weights(self):

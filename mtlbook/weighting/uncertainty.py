@@ -1,5 +1,8 @@
 """Uncertainty weighting with learned log-variances (Kendall et al., 2018)."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
@@ -27,7 +30,8 @@ class UncertaintyWeighting(LossWeighting):
 
     Args:
         num_tasks: optional int. Number of tasks (inferred when built).
-        initial_log_variance: float. Starting value of every `s_i`.
+        initial_log_variance: finite float. Starting value of every
+            `s_i`.
         **kwargs: Base layer arguments (`name`, ...).
 
     Call arguments:
@@ -50,6 +54,16 @@ class UncertaintyWeighting(LossWeighting):
 
     def __init__(self, num_tasks=None, initial_log_variance=0.0, **kwargs):
         super().__init__(num_tasks=num_tasks, **kwargs)
+        message = (
+            "`initial_log_variance` must be a finite float. Received: "
+            f"initial_log_variance={initial_log_variance!r}"
+        )
+        if isinstance(initial_log_variance, bool) or not isinstance(
+            initial_log_variance, numbers.Real
+        ):
+            raise TypeError(message)
+        if not math.isfinite(initial_log_variance):
+            raise ValueError(message)
         self.initial_log_variance = float(initial_log_variance)
 
     def build(self, input_shape):
@@ -69,7 +83,20 @@ class UncertaintyWeighting(LossWeighting):
         return ops.exp(0.5 * ops.convert_to_tensor(self.log_variance))
 
     def combine_losses(self, task_losses):
+        if not self.built:
+            raise ValueError(
+                "Call `set_tasks(task_names)` (or the layer itself) before "
+                "`combine_losses`: UncertaintyWeighting does not know its "
+                "tasks yet. Received: num_tasks=None"
+            )
         task_losses = ops.cast(task_losses, self.dtype)
+        shape = tuple(task_losses.shape)
+        if len(shape) != 1 or shape[0] not in (None, self.num_tasks):
+            raise ValueError(
+                f"`task_losses` must have shape ({self.num_tasks},), one "
+                "loss per task. Received: "
+                f"task_losses.shape={tuple(task_losses.shape)}"
+            )
         log_variance = ops.convert_to_tensor(self.log_variance)
         return ops.sum(
             0.5 * ops.exp(-log_variance) * task_losses + 0.5 * log_variance
