@@ -57,6 +57,13 @@ def delta_m(results, baselines, lower_is_better=()):
         )
     if isinstance(lower_is_better, str):
         lower_is_better = (lower_is_better,)
+    if isinstance(lower_is_better, dict) or not isinstance(
+        lower_is_better, (list, tuple, set, frozenset)
+    ) or not all(isinstance(task, str) for task in lower_is_better):
+        raise TypeError(
+            "`lower_is_better` must be a task name or a list, tuple or set "
+            f"of task names. Received: lower_is_better={lower_is_better!r}"
+        )
     unknown = set(lower_is_better) - set(results)
     if unknown:
         raise ValueError(
@@ -119,6 +126,7 @@ def paired_difference(a, b, confidence=0.95):
     ```
     """
     if (not isinstance(confidence, numbers.Real)
+            or isinstance(confidence, bool)
             or not 0.0 < confidence < 1.0):
         raise ValueError(
             f"`confidence` must be in (0, 1). Received: confidence="

@@ -24,6 +24,8 @@ Pass `conv_filters` to put a `conv_trunk` in front of any of them (a
 separate one per model, so baselines never share weights by accident).
 """
 
+import math
+
 import keras
 import numpy as np
 
@@ -46,6 +48,46 @@ def _check_tasks(tasks):
     return dict(tasks)
 
 
+def _check_int(name, value, minimum):
+    """Raises unless `value` is an int (not a bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, np.integer)
+    ) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"`name` must be a non-empty str. Received: name={name!r}"
+        )
+
+
+def _check_tower_units(tower_units):
+    """`()` (no tower) or a tuple of positive ints named `tower_units`."""
+    if tower_units is None or (
+        isinstance(tower_units, (list, tuple)) and not tower_units
+    ):
+        return ()
+    return check_units("tower_units", tower_units)
+
+
+def _check_input_shape(input_shape):
+    if not isinstance(input_shape, (list, tuple)) or not input_shape or any(
+        size is not None and (
+            isinstance(size, bool) or not isinstance(size, (int, np.integer))
+            or size < 1)
+        for size in input_shape
+    ):
+        raise ValueError(
+            "`input_shape` must be a non-empty tuple of positive ints (or "
+            f"None). Received: input_shape={input_shape!r}"
+        )
+
+
 def conv_trunk(filters=(16, 32), name="trunk"):
     """A conv feature extractor: `[Conv2D 3x3 + ReLU, MaxPool 2x2]` per entry.
 
@@ -61,6 +103,7 @@ def conv_trunk(filters=(16, 32), name="trunk"):
         `(batch, (H // 2**n) * (W // 2**n) * filters[-1])`, `n = len(filters)`.
     """
     filters = check_units("filters", filters)
+    _check_name(name)
     layers = []
     for index, channels in enumerate(filters):
         layers.append(keras.layers.Conv2D(channels, 3, padding="same",
@@ -72,6 +115,14 @@ def conv_trunk(filters=(16, 32), name="trunk"):
 
 
 def _features(input_shape, conv_filters):
+    _check_input_shape(input_shape)
+    if conv_filters is not None:
+        conv_filters = check_units("conv_filters", conv_filters)
+        if len(input_shape) != 3:
+            raise ValueError(
+                "`input_shape` must be (height, width, channels) with "
+                f"`conv_filters`. Received: input_shape={input_shape!r}"
+            )
     inputs = keras.Input(tuple(input_shape), name="inputs")
     if conv_filters is None:
         return inputs, inputs
@@ -108,6 +159,9 @@ def shared_bottom(input_shape, tasks, bottom_units=(64,), tower_units=(8,),
         A `keras.Model` with one output per task, named after the task.
     """
     tasks = _check_tasks(tasks)
+    bottom_units = check_units("bottom_units", bottom_units)
+    tower_units = _check_tower_units(tower_units)
+    _check_name(name)
     inputs, h = _features(input_shape, conv_filters)
     h = DenseStack(bottom_units, name="bottom")(h)
     return keras.Model(inputs, _heads(h, tasks, tower_units), name=name)
@@ -127,9 +181,15 @@ def single_task(input_shape, task, units, hidden_units=(64,),
     Returns:
         A `keras.Model` with one output named `task`.
     """
+    if not isinstance(task, str) or not task:
+        raise TypeError(
+            f"`task` must be a non-empty str. Received: task={task!r}"
+        )
+    _check_int("units", units, 1)
+    hidden_units = check_units("hidden_units", hidden_units)
     return shared_bottom(input_shape, {task: units}, hidden_units,
                          tower_units, conv_filters,
-                         name=name or f"single_{task}")
+                         name=f"single_{task}" if name is None else name)
 
 
 def cross_stitch_model(input_shape, tasks, units=(32, 16), tower_units=(),
@@ -157,6 +217,15 @@ def cross_stitch_model(input_shape, tasks, units=(32, 16), tower_units=(),
             f"`tasks` must have at least 2 tasks. Received: tasks={tasks!r}"
         )
     units = check_units("units", units)
+    tower_units = _check_tower_units(tower_units)
+    if isinstance(self_weight, bool) or not isinstance(
+        self_weight, (int, float)
+    ) or not math.isfinite(self_weight) or not 0.0 <= self_weight <= 1.0:
+        raise ValueError(
+            "`self_weight` must be a float in [0, 1]. "
+            f"Received: self_weight={self_weight!r}"
+        )
+    _check_name(name)
     inputs, h = _features(input_shape, conv_filters)
     branches = [h] * len(tasks)
     for depth, width in enumerate(units):
@@ -190,6 +259,16 @@ def mmoe_model(input_shape, tasks, num_experts=4, expert_units=(16,),
         A `keras.Model` with one output per task.
     """
     tasks = _check_tasks(tasks)
+    _check_int("num_experts", num_experts, 1)
+    if num_gates is not None and (
+        isinstance(num_gates, bool) or num_gates not in (1, len(tasks))
+    ):
+        raise ValueError(
+            f"`num_gates` must be None, 1 or the number of tasks "
+            f"({len(tasks)}). Received: num_gates={num_gates!r}"
+        )
+    tower_units = _check_tower_units(tower_units)
+    _check_name(name)
     inputs, h = _features(input_shape, conv_filters)
     mixed = MMoE(len(tasks), num_experts, expert_units, num_gates=num_gates,
                  name="experts")(h)
@@ -215,6 +294,8 @@ def ple_model(input_shape, tasks, num_levels=2, num_task_experts=1,
         A `keras.Model` with one output per task.
     """
     tasks = _check_tasks(tasks)
+    tower_units = _check_tower_units(tower_units)
+    _check_name(name)
     inputs, h = _features(input_shape, conv_filters)
     mixed = PLE(len(tasks), num_levels, num_task_experts, num_shared_experts,
                 expert_units, name="experts")(h)
@@ -239,6 +320,19 @@ def gate_weights(model, x, layer_name="experts", batch_size=1024):
         List of float32 arrays `(len(x), experts)`, one per task (for `PLE`,
         the last level's), each row summing to 1.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a keras.Model. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    if not isinstance(layer_name, str) or layer_name not in [
+        layer.name for layer in model.layers
+    ]:
+        raise ValueError(
+            "`layer_name` must name a layer of `model`. Received: "
+            f"layer_name={layer_name!r}; layers: "
+            f"{[layer.name for layer in model.layers]}"
+        )
     layer = model.get_layer(layer_name)
     if not isinstance(layer, (MMoE, CGC, PLE)):
         raise TypeError(
@@ -251,8 +345,23 @@ def gate_weights(model, x, layer_name="experts", batch_size=1024):
             "`batch_size` must be a positive int. "
             f"Received: batch_size={batch_size!r}"
         )
+    if not hasattr(x, "shape") or not hasattr(x, "__len__"):
+        raise TypeError(
+            "`x` must be an array of inputs. "
+            f"Received: x of type {type(x).__name__}"
+        )
     if len(x) == 0:
         raise ValueError("`x` must hold at least one input. Received: 0")
+    if hasattr(model.input, "shape"):  # one input: check its shape
+        expected = tuple(model.input.shape[1:])
+        if len(x.shape) != len(expected) + 1 or any(
+            want is not None and got != want
+            for got, want in zip(x.shape[1:], expected)
+        ):
+            raise ValueError(
+                f"`x` must have shape (n, {', '.join(map(str, expected))}), "
+                f"the model's input. Received: x.shape={tuple(x.shape)}"
+            )
     below = keras.Model(model.input, layer.input)
     # Eager calls, not `predict`: a new sub-model per call would trace a new
     # predict function each time (and TensorFlow warns about retracing).
@@ -324,6 +433,7 @@ def seeded_weights(builders, seed):
             "`builders` must be a non-empty dict {name: callable}. "
             f"Received: builders={builders!r}"
         )
+    _check_int("seed", seed, 0)
     keras.utils.set_random_seed(seed)
     return {name: build().get_weights() for name, build in builders.items()}
 
@@ -379,6 +489,13 @@ class SideBySide:
                 "`members` must all take inputs of one shape. "
                 f"Received input shapes: {sorted(shapes)}"
             )
+        names = [model.name for model in members.values()]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                "`members` must be models with distinct names (`name=` of "
+                "the builders; they become layers of one model). Received "
+                f"model names {names}"
+            )
         self.members = dict(members)
         inputs = keras.Input(shapes.pop())
         outputs = {}
@@ -389,12 +506,41 @@ class SideBySide:
         self.model.compile(optimizer, loss=loss, **compile_kwargs)
 
     def targets(self, y):
-        """Maps `{task: labels}` to `{"<member>/<task>": labels}`."""
+        """Maps `{task: labels}` to `{"<member>/<task>": labels}`.
+
+        Args:
+            y: dict `{task: labels}` with every member's tasks.
+
+        Returns:
+            dict `{"<member>/<task>": labels}`.
+        """
+        tasks = sorted({key.split("/", 1)[1] for key in self._keys()})
+        if not isinstance(y, dict) or not set(tasks) <= set(y):
+            raise ValueError(
+                f"`y` must be a dict with the labels of tasks {tasks}. "
+                "Received: "
+                f"{sorted(y) if isinstance(y, dict) else type(y).__name__}"
+            )
         return {key: y[key.split("/", 1)[1]] for key in self._keys()}
 
     def _keys(self):
         return [f"{name}/{task}" for name, model in self.members.items()
                 for task in model.output_names]
+
+    def _check_labels(self, name, x, y):
+        """Raises unless `y` has every task's labels, one per row of `x`."""
+        tasks = sorted({key.split("/", 1)[1] for key in self._keys()})
+        if not isinstance(y, dict) or not set(tasks) <= set(y):
+            raise ValueError(
+                f"`{name}` must be a dict with the labels of tasks {tasks}. "
+                f"Received: {sorted(y) if isinstance(y, dict) else y!r}"
+            )
+        lengths = {task: len(y[task]) for task in tasks}
+        if any(length != len(x) for length in lengths.values()):
+            raise ValueError(
+                f"`{name}` must have one label per input ({len(x)}). "
+                f"Received lengths {lengths}"
+            )
 
     def restart(self, weights):
         """Sets every member's weights and zeros the optimizer's state.
@@ -436,6 +582,18 @@ class SideBySide:
             raise ValueError(
                 f"`epochs` must be a positive int. Received: epochs={epochs!r}"
             )
+        _check_int("batch_size", batch_size, 1)
+        _check_int("seed", seed, 0)
+        self._check_labels("y", x, y)
+        if validation_data is not None:
+            if not isinstance(validation_data, (list, tuple)) or len(
+                validation_data
+            ) != 2:
+                raise ValueError(
+                    "`validation_data` must be a pair (x, {task: labels}). "
+                    f"Received: {type(validation_data).__name__}"
+                )
+            self._check_labels("validation_data[1]", *validation_data)
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])
         stream = {key: labels[order] for key, labels in self.targets(y).items()}

@@ -69,6 +69,18 @@ def test_resize_images_keeps_corners_and_constants():
         ({"test_fraction": 0.0}, "test_fraction"),
         ({"validation_fraction": 1.5}, "validation_fraction"),
         ({"validation_fraction": 0.5, "test_fraction": 0.5}, "test_fraction"),
+        ({"tasks": 3}, "`tasks`"),
+        ({"tasks": ("digit", 3)}, "`tasks`"),
+        ({"image_size": 0}, "`image_size`"),
+        ({"image_size": True}, "`image_size`"),
+        ({"image_size": 12.0}, "`image_size`"),
+        ({"validation_fraction": float("nan")}, "`validation_fraction`"),
+        ({"validation_fraction": False}, "`validation_fraction`"),
+        ({"test_fraction": float("nan")}, "`test_fraction`"),
+        ({"test_fraction": True}, "`test_fraction`"),
+        ({"seed": -1}, "`seed`"),
+        ({"seed": 1.5}, "`seed`"),
+        ({"seed": True}, "`seed`"),
     ],
 )
 def test_load_digits_rejects_bad_arguments(kwargs, match):
@@ -76,13 +88,40 @@ def test_load_digits_rejects_bad_arguments(kwargs, match):
         data.load_digits(**kwargs)
 
 
+def test_load_digits_rejects_a_non_bool_flatten():
+    with pytest.raises(TypeError, match="flatten"):
+        data.load_digits(flatten="yes")
+
+
 def test_resize_and_split_reject_bad_arguments():
     with pytest.raises(ValueError, match="images"):
         data.resize_images(np.ones((8, 8)), 4)
+    with pytest.raises(ValueError, match="images"):
+        data.resize_images(np.ones((1, 0, 8)), 4)
     with pytest.raises(ValueError, match="size"):
         data.resize_images(np.ones((1, 8, 8)), 0)
+    with pytest.raises(ValueError, match="`size`"):
+        data.resize_images(np.ones((1, 8, 8)), True)
     with pytest.raises(ValueError, match="fractions"):
         data.split_indices(np.zeros(4), {"a": 0.5, "b": 0.6})
+    for fractions in ({"a": float("nan"), "b": 1.0},
+                      {"a": True, "b": 0.0}, {"a": "1"}):
+        with pytest.raises(ValueError, match="fractions"):
+            data.split_indices(np.zeros(4), fractions)
+    with pytest.raises(TypeError, match="fractions"):
+        data.split_indices(np.zeros(4), [("a", 1.0)])
+    with pytest.raises(ValueError, match="labels"):
+        data.split_indices([], {"a": 1.0})
+    with pytest.raises(ValueError, match="labels"):
+        data.split_indices(np.zeros((2, 2)), {"a": 1.0})
+    with pytest.raises(ValueError, match="seed"):
+        data.split_indices(np.zeros(4), {"a": 1.0}, seed=-1)
+    with pytest.raises(ValueError, match="labels=None"):
+        data.split_indices(None, {"a": 1.0})
+    with pytest.raises(ValueError, match="images=None"):
+        data.resize_images(None, 4)
+    with pytest.raises(TypeError, match="images='x'"):
+        data.resize_images("x", 4)
 
 
 def test_to_dataset_batches_dict_labels():
@@ -170,6 +209,24 @@ def test_load_mnist_rejects_bad_input(tmp_path):
         data.load_mnist(path=str(tmp_path / "bad.npz"))
     with pytest.raises(ValueError, match="tasks"):
         data.load_mnist(tasks=("item",), path=str(tmp_path / "bad.npz"))
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"half-written")
+    with pytest.raises(ValueError, match="exists but is not one"):
+        data.load_mnist(path=str(damaged))
+    write_mnist_npz(tmp_path / "mnist.npz")
+    good = str(tmp_path / "mnist.npz")
+    for fraction in (float("nan"), True, 1.0, "0.1"):
+        with pytest.raises(ValueError, match="validation_fraction"):
+            data.load_mnist(path=good, validation_fraction=fraction)
+    with pytest.raises(ValueError, match="seed"):
+        data.load_mnist(path=good, seed=-1)
+    with pytest.raises(TypeError, match="path"):
+        data.load_mnist(path=3)
+    with pytest.raises(TypeError, match="directory"):
+        data.load_fashion_mnist(directory=3)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        data.load_fashion_mnist(directory=str(tmp_path),
+                                validation_fraction=float("nan"))
 
 
 def write_idx(path, array, magic):

@@ -144,3 +144,138 @@ def test_mmoe_shared_waves_false_changes_task_b_only():
     _, w2 = mmoe_weight_vectors(0.0, num_features=8, seed=5)
     residual = own["train"].y["task_b"] - own["train"].x @ w2
     assert np.abs(residual).max() <= 10 + 5 * 0.1
+
+
+# --- bad input: a clear error naming the argument ----------------------------
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_train": True}, "`n_train`"),
+    ({"n_test": 2.0}, "`n_test`"),
+    ({"image_size": True}, "`image_size`"),
+    ({"digit_size": True}, "`digit_size`"),
+    ({"seed": -1}, "`seed`"),
+    ({"seed": 0.5}, "`seed`"),
+])
+def test_multidigits_rejects_bools_floats_and_negative_seeds(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_multidigits(**kwargs)
+
+
+def test_shapes_rejects_bools_and_bad_seeds():
+    with pytest.raises(ValueError, match="`n_validation`"):
+        make_shapes(n_validation=False)
+    with pytest.raises(ValueError, match="`seed`"):
+        make_shapes(seed=-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"correlation": True}, "`correlation`"),
+    ({"correlation": float("nan")}, "`correlation`"),
+    ({"num_features": True}, "`num_features`"),
+    ({"n_validation": True}, "`n_validation`"),
+    ({"seed": -1}, "`seed`"),
+    ({"seed": 1.5}, "`seed`"),
+    ({"waves": 3}, "`waves`"),
+])
+def test_mmoe_synthetic_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        arguments = dict(n_train=10, n_validation=0, n_test=10)
+        arguments.update(kwargs)
+        make_mmoe_synthetic(**arguments)
+
+
+def test_mmoe_waves_and_label_correlation_reject_bad_input():
+    from mtlbook.data.digits import Split
+    from mtlbook.data.mmoe_synthetic import mmoe_waves
+
+    with pytest.raises(TypeError, match="shared_waves"):
+        mmoe_waves(shared_waves="yes")
+    with pytest.raises(ValueError, match="seed"):
+        mmoe_waves(seed=-1, waves="drawn")
+    with pytest.raises(ValueError, match="split"):
+        label_correlation({"task_a": [1, 2]})
+    constant = Split(np.zeros((3, 1)), {"task_a": np.ones(3),
+                                        "task_b": np.arange(3.0)})
+    with pytest.raises(ValueError, match="non-constant"):
+        label_correlation(constant)
+    short = Split(np.zeros((3, 1)), {"task_a": np.arange(3.0),
+                                     "task_b": np.arange(2.0)})
+    with pytest.raises(ValueError, match="lengths 3 and 2"):
+        label_correlation(short)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"noise": float("nan")}, ValueError, "`noise`"),
+    ({"noise": float("inf")}, ValueError, "`noise`"),
+    ({"noise": -0.1}, ValueError, "`noise`"),
+    ({"n_per_domain": True}, ValueError, "`n_per_domain`"),
+    ({"seed": -1}, ValueError, "`seed`"),
+    ({"test_fraction": True}, ValueError, "`test_fraction`"),
+    ({"angle_degrees": float("nan")}, TypeError, "`angle_degrees`"),
+])
+def test_shifted_moons_rejects_bad_arguments(kwargs, error, match):
+    from mtlbook.data import make_shifted_moons
+
+    with pytest.raises(error, match=match):
+        make_shifted_moons(**{"n_per_domain": 20, **kwargs})
+
+
+def test_rotate_rejects_bad_input():
+    from mtlbook.data.moons import rotate
+
+    np.testing.assert_allclose(rotate([[1.0, 0.0]], 90.0, (0.0, 0.0)),
+                               [[0.0, 1.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="points"):
+        rotate([1.0, 0.0], 90.0, (0.0, 0.0))
+    with pytest.raises(ValueError, match="center"):
+        rotate([[1.0, 0.0]], 90.0, (0.0, np.nan))
+    with pytest.raises(TypeError, match="angle_degrees"):
+        rotate([[1.0, 0.0]], float("inf"), (0.0, 0.0))
+
+
+def test_digits_m_rejects_sizes_beyond_the_photos_and_bad_seeds():
+    from mtlbook.data import make_digits_m
+    from mtlbook.data.digits_m import blend_with_patches
+
+    with pytest.raises(ValueError, match="`image_size`"):
+        make_digits_m(image_size=427)
+    with pytest.raises(ValueError, match="`image_size`"):
+        make_digits_m(image_size=0)
+    with pytest.raises(ValueError, match="images"):
+        blend_with_patches(np.zeros((1, 500, 500)))
+    with pytest.raises(ValueError, match="`seed`"):
+        blend_with_patches(np.zeros((1, 4, 4)), seed=True)
+    with pytest.raises(ValueError, match="`seed`"):
+        make_digits_m(image_size=8, seed=-1)
+
+
+def test_toy_objectives_reject_bad_input():
+    from mtlbook.data.toy_objectives import descend, distance_to_set, pareto_set
+
+    with pytest.raises(ValueError, match="`num`"):
+        pareto_set(num=True)
+    with pytest.raises(ValueError, match="reference"):
+        distance_to_set([0.0, 0.0], np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="`points` must be finite"):
+        distance_to_set([np.nan, 0.0], [[1.0, 1.0]])
+    assert distance_to_set([0.0, 0.0], [[3.0, 4.0], [6.0, 8.0]]) == 5.0
+
+    def add(g, step):
+        return g[0] + g[1]
+
+    for kwargs, match in (
+        (dict(steps=True), "`steps`"),
+        (dict(record_every=0), "`record_every`"),
+        (dict(learning_rate=float("nan")), "`learning_rate`"),
+        (dict(learning_rate=float("inf")), "`learning_rate`"),
+        (dict(learning_rate=True), "`learning_rate`"),
+        (dict(starts=[np.nan, 1.0]), "`starts` must be finite"),
+        (dict(starts=np.zeros((0, 2))), "`starts`"),
+    ):
+        arguments = dict(combine=add, starts=(1.0, 1.0), steps=2)
+        arguments.update(kwargs)
+        with pytest.raises(ValueError, match=match):
+            descend(**arguments)
+    with pytest.raises(TypeError, match="combine"):
+        descend("sum", (1.0, 1.0), steps=2)

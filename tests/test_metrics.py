@@ -36,6 +36,16 @@ def test_delta_m_rejects_bad_input():
         delta_m({"a": math.nan}, {"a": 0.9})
     with pytest.raises(ValueError, match="finite"):
         delta_m({"a": "0.9"}, {"a": 0.9})
+    with pytest.raises(ValueError, match="finite"):
+        delta_m({"a": True}, {"a": 0.9})
+    with pytest.raises(ValueError, match=r"baselines\['a'\].*finite"):
+        delta_m({"a": 0.9}, {"a": math.inf})
+    with pytest.raises(TypeError, match="`lower_is_better`"):
+        delta_m({"a": 0.9}, {"a": 0.9}, lower_is_better=5)
+    with pytest.raises(TypeError, match="`lower_is_better`"):
+        delta_m({"a": 0.9}, {"a": 0.9}, lower_is_better=True)
+    with pytest.raises(TypeError, match="`lower_is_better`"):
+        delta_m({"a": 0.9}, {"a": 0.9}, lower_is_better=[1])
 
 
 def test_paired_difference_by_hand():
@@ -66,3 +76,12 @@ def test_paired_difference_rejects_bad_input():
         paired_difference(["x", "y"], [1, 2])
     with pytest.raises(ValueError, match="`b` must be finite"):
         paired_difference([1, 2], [1, math.inf])
+    with pytest.raises(ValueError, match="`a` must be finite"):
+        paired_difference([math.nan, 2], [1, 2])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_difference([], [])
+    with pytest.raises(ValueError, match="1-D"):
+        paired_difference([[1, 2], [3, 4]], [[1, 2], [3, 4]])
+    for confidence in (True, math.nan, 0.0, "0.95"):
+        with pytest.raises(ValueError, match="`confidence`"):
+            paired_difference([1, 2], [1, 2], confidence=confidence)

@@ -116,6 +116,85 @@ def test_bad_arguments_raise():
                             layer_name="bottom")
 
 
+@pytest.mark.parametrize("build, error, match", [
+    # the argument's own name, not a layer's `units`
+    (lambda: models.shared_bottom((6,), TASKS, bottom_units=64),
+     ValueError, "`bottom_units`"),
+    (lambda: models.shared_bottom((6,), TASKS, tower_units=8),
+     ValueError, "`tower_units`"),
+    (lambda: models.shared_bottom((6,), TASKS, conv_filters=16),
+     ValueError, "`conv_filters`"),
+    (lambda: models.shared_bottom((6,), TASKS, conv_filters=(4,)),
+     ValueError, "`input_shape`"),
+    (lambda: models.shared_bottom((6, True), TASKS),
+     ValueError, "`input_shape`"),
+    (lambda: models.shared_bottom(6, TASKS), ValueError, "`input_shape`"),
+    (lambda: models.shared_bottom((6,), {"a": True}), ValueError, "tasks"),
+    (lambda: models.shared_bottom((6,), TASKS, name=3), TypeError, "`name`"),
+    (lambda: models.single_task((6,), "a", units=True),
+     ValueError, "`units`"),
+    (lambda: models.single_task((6,), "a", 2, hidden_units=64),
+     ValueError, "`hidden_units`"),
+    (lambda: models.single_task((6,), 3, 2), TypeError, "`task`"),
+    (lambda: models.cross_stitch_model((6,), TASKS, self_weight=True),
+     ValueError, "`self_weight`"),
+    (lambda: models.cross_stitch_model((6,), TASKS,
+                                       self_weight=float("nan")),
+     ValueError, "`self_weight`"),
+    (lambda: models.cross_stitch_model((6,), TASKS, tower_units=4),
+     ValueError, "`tower_units`"),
+    (lambda: models.mmoe_model((6,), TASKS, num_experts=True),
+     ValueError, "`num_experts`"),
+    (lambda: models.mmoe_model((6,), TASKS, num_experts=0),
+     ValueError, "`num_experts`"),
+    (lambda: models.mmoe_model((6,), TASKS, num_gates=True),
+     ValueError, "`num_gates`"),
+    (lambda: models.mmoe_model((6,), TASKS, expert_units=16),
+     ValueError, "`expert_units`"),
+    (lambda: models.ple_model((6,), TASKS, num_levels=True),
+     ValueError, "`num_levels`"),
+    (lambda: models.ple_model((6,), TASKS, tower_units=8),
+     ValueError, "`tower_units`"),
+    (lambda: models.conv_trunk((4,), name=None), TypeError, "`name`"),
+])
+def test_bad_arguments_name_the_argument(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_no_tower_and_bad_gate_weights_input():
+    model = models.shared_bottom((6,), TASKS, (8,), tower_units=())
+    assert "task_a_tower" not in [layer.name for layer in model.layers]
+    model = BUILDERS["mmoe"]()
+    x = data()[0]
+    with pytest.raises(TypeError, match="`model`"):
+        models.gate_weights("mmoe", x)
+    with pytest.raises(ValueError, match="`layer_name`.*'expert'"):
+        models.gate_weights(model, x, layer_name="expert")
+    with pytest.raises(TypeError, match="`x`"):
+        models.gate_weights(model, [[0.0] * 6])
+    with pytest.raises(ValueError, match=r"`x` must have shape \(n, 6\)"):
+        models.gate_weights(model, x[:, :3])
+    with pytest.raises(TypeError, match="model='mmoe'"):
+        models.gate_weights("mmoe", x)
+
+
+def test_side_by_side_names_and_targets():
+    def small():
+        return models.shared_bottom((6,), {"a": 1}, (4,))
+
+    with pytest.raises(ValueError, match="`members` must be models with "
+                                         "distinct names"):
+        models.SideBySide({"m": small(), "n": small()})
+    side = models.SideBySide({"m": small()})
+    with pytest.raises(ValueError, match=r"`y` must .* \['a'\]"):
+        side.targets({"b": np.zeros(6)})
+    with pytest.raises(ValueError, match="`seed`"):
+        models.seeded_weights({"mmoe": BUILDERS["mmoe"]}, seed=-1)
+    with pytest.raises(ValueError, match="`seed`"):
+        models.seeded_weights({"mmoe": BUILDERS["mmoe"]}, seed=True)
+
+
 def test_reset_optimizer_zeros_state_but_not_learning_rate():
     model = BUILDERS["shared_bottom"]()
     model.compile(keras.optimizers.Adam(0.01),
@@ -192,3 +271,15 @@ def test_side_by_side_trains_each_member_as_a_separate_run():
         side.restart({"bottom": start["bottom"]})
     with pytest.raises(ValueError, match="epochs"):
         side.fit(x, y, epochs=0, batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        side.fit(x, y, epochs=1, batch_size=True, seed=0)
+    with pytest.raises(ValueError, match="`seed`"):
+        side.fit(x, y, epochs=1, batch_size=4, seed=-1)
+    with pytest.raises(ValueError, match=r"`y` must be a dict.*task_b"):
+        side.fit(x, {"task_a": y["task_a"]}, epochs=1, batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="one label per input"):
+        side.fit(x, {t: v[:5] for t, v in y.items()}, epochs=1,
+                 batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="validation_data"):
+        side.fit(x, y, epochs=1, batch_size=4, seed=0,
+                 validation_data=(x, {"task_a": y["task_a"]}))

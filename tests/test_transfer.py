@@ -2,6 +2,7 @@
 schedules, gradual unfreezing and the cached pretrained network."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -111,8 +112,44 @@ def test_backbone_mismatched_or_corrupt_file_raises(tmp_path):
         backbone("mobilenet_v2", weights=str(path), **SMALL)
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="failed to load"):
+    with pytest.raises(ValueError, match="exists but is not a zip archive"):
         backbone("mobilenet_v2", weights=str(corrupt), **SMALL)
+
+
+def test_backbone_damaged_files_say_what_is_wrong(tmp_path):
+    damaged = tmp_path / "damaged.weights.h5"
+    damaged.write_bytes(b"half-written")
+    with pytest.raises(ValueError, match="exists but is not an HDF5 file"):
+        backbone("mobilenet_v2", weights=str(damaged), **SMALL)
+    # a zip archive, but not a Keras model: the path and Keras's reason
+    fake = tmp_path / "fake.keras"
+    import zipfile
+
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(ValueError, match="exists but could not be loaded"):
+        backbone("mobilenet_v2", weights=str(fake), **SMALL)
+    folder = tmp_path / "folder.keras"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="a folder"):
+        backbone("mobilenet_v2", weights=str(folder), **SMALL)
+    with pytest.raises(TypeError, match="include_top"):
+        backbone("mobilenet_v2", include_top="no", **SMALL)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(input_shape=(32, 32)), "input_shape"),
+    (dict(input_shape="32"), "input_shape"),
+    (dict(input_shape=None), "input_shape"),
+    (dict(input_shape=(0, 32, 3)), "input_shape"),
+    (dict(input_shape=(32, 32, True)), "input_shape"),
+    (dict(pooling="mean"), "pooling"),
+    (dict(pooling=1), "pooling"),
+])
+def test_backbone_bad_shape_or_pooling_raises(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+        backbone("mobilenet_v3_small", **{"input_shape": (32, 32, 3),
+                                          **kwargs})
 
 
 def test_preprocessing_layer_maps_pixels_to_minus_one_one():
@@ -173,6 +210,14 @@ def test_unfreeze_bad_from_layer_raises(value, error):
     model = small_cnn((8, 8, 1), 3, width=4)
     with pytest.raises(error, match="from_layer"):
         unfreeze(model, from_layer=value)
+
+
+def test_unfreeze_bad_train_batchnorm_raises():
+    model = small_cnn((8, 8, 1), 3, width=4)
+    with pytest.raises(TypeError, match="train_batchnorm"):
+        unfreeze(model, train_batchnorm="yes")
+    with pytest.raises(ValueError, match="from_layer"):
+        unfreeze(model, from_layer=float("nan"))
 
 
 def test_freeze_bad_model_raises():
@@ -303,6 +348,68 @@ def test_bad_multipliers_raise():
         DiscriminativeAdam(1e-3, multipliers={"a": -1.0})
     with pytest.raises(TypeError, match="multipliers"):
         DiscriminativeAdam(1e-3, multipliers=[("a", 1.0)])
+    for value in (float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="multipliers"):
+            DiscriminativeAdam(1e-3, multipliers={"low": value})
+    with pytest.raises(TypeError, match="path"):
+        multiplier_for(3, {"a": 1.0})
+    with pytest.raises(TypeError, match="multipliers"):
+        multiplier_for("a/kernel", [("a", 1.0)])
+    for value in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match=r"multipliers\['a'\]"):
+            multiplier_for("a/kernel", {"a": value})
+
+
+def test_misspelled_multiplier_key_raises_when_built():
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model = two_layer_model()
+    optimizer = DiscriminativeAdam(0.01, multipliers={"lwo": 0.0})
+    # the key and the layers that are there
+    with pytest.raises(ValueError, match=r"'lwo'.*'high', 'low'"):
+        optimizer.build(model.trainable_variables)
+    model.compile(DiscriminativeSGD(0.01, multipliers={"high": 0.5,
+                                                       "hihg/": 0.0}),
+                  loss="mse")
+    with pytest.raises(ValueError, match="'hihg/' matches no variable"):
+        model.train_on_batch(x, y)
+    # a prefix that stops inside a name is not a match
+    with pytest.raises(ValueError, match="'lo'"):
+        DiscriminativeSGD(0.01, multipliers={"lo": 0.5}).build(
+            model.trainable_variables)
+    # a frozen layer's variables never reach the optimizer
+    frozen = two_layer_model()
+    frozen.get_layer("low").trainable = False
+    frozen.compile(DiscriminativeSGD(0.01, multipliers={"low": 0.5}),
+                   loss="mse")
+    with pytest.raises(ValueError, match="frozen layers"):
+        frozen.train_on_batch(x, y)
+    # exact paths and prefixes that match build fine
+    good = DiscriminativeSGD(0.01, multipliers={"low/kernel": 0.5,
+                                                "high": 0.0})
+    good.build(model.trainable_variables)
+    assert good.variable_multiplier(model.get_layer("high").bias) == 0.0
+
+
+def test_discriminative_multipliers_need_built_trainable_layers():
+    unbuilt = [keras.layers.Dense(2, name="d1"), keras.layers.Dense(1)]
+    with pytest.raises(ValueError, match=r"group 0 \['d1'\] \(unbuilt\)"):
+        discriminative_multipliers(unbuilt)
+    model = small_cnn((8, 8, 1), 3, width=4)
+    unfreeze(model)  # BatchNormalization frozen
+    groups = [[model.get_layer("block1_conv"), model.get_layer("block1_bn")],
+              model.get_layer("classifier")]
+    multipliers = discriminative_multipliers(groups, decay=2.0)
+    # only what the optimizer gets: no BatchNormalization variable
+    assert sorted(multipliers) == ["block1_conv/kernel", "classifier/bias",
+                                   "classifier/kernel"]
+    DiscriminativeAdam(1e-3, multipliers=multipliers).build(
+        model.trainable_variables)
+    with pytest.raises(ValueError, match="frozen"):
+        discriminative_multipliers([model.get_layer("block1_bn"),
+                                    model.get_layer("classifier")])
+    for decay in (float("inf"), float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="decay"):
+            discriminative_multipliers(groups, decay=decay)
 
 
 def test_grouped_optimizer_config_and_model_save_load(tmp_path):
@@ -353,12 +460,28 @@ def test_slanted_triangular_serialization():
         assert float(restored(step)) == pytest.approx(float(schedule(step)))
 
 
+def test_slanted_triangular_takes_numpy_step_counts():
+    schedule = SlantedTriangular(1e-3, total_steps=np.int64(10))
+    assert schedule.get_config()["total_steps"] == 10
+    assert type(schedule.get_config()["total_steps"]) is int
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [(dict(max_learning_rate=0.0), "max_learning_rate"),
      (dict(total_steps=1), "total_steps"),
      (dict(cut_fraction=1.0), "cut_fraction"),
-     (dict(ratio=0.5), "ratio")],
+     (dict(ratio=0.5), "ratio"),
+     (dict(max_learning_rate=float("inf")), "max_learning_rate"),
+     (dict(max_learning_rate=float("nan")), "max_learning_rate"),
+     (dict(max_learning_rate=True), "max_learning_rate"),
+     (dict(total_steps=True), "total_steps"),
+     (dict(total_steps=10.0), "total_steps"),
+     (dict(cut_fraction=float("nan")), "cut_fraction"),
+     (dict(cut_fraction=True), "cut_fraction"),
+     (dict(ratio=float("inf")), "ratio"),
+     (dict(ratio=float("nan")), "ratio"),
+     (dict(ratio=True), "ratio")],
 )
 def test_slanted_triangular_bad_arguments_raise(kwargs, name):
     arguments = dict(max_learning_rate=1e-3, total_steps=10)
@@ -450,6 +573,12 @@ def test_gradual_unfreezing_bad_arguments_raise():
         GradualUnfreezing(["block1"])
     with pytest.raises(ValueError, match="epochs_per_group"):
         GradualUnfreezing([keras.layers.Dense(1)], epochs_per_group=0)
+    with pytest.raises(ValueError, match="epochs_per_group"):
+        GradualUnfreezing([keras.layers.Dense(1)], epochs_per_group=True)
+    with pytest.raises(ValueError, match="empty group at index 1"):
+        GradualUnfreezing([keras.layers.Dense(1), []])
+    with pytest.raises(TypeError, match="train_batchnorm"):
+        GradualUnfreezing([keras.layers.Dense(1)], train_batchnorm=1)
 
 
 # --- data and the pretrained network -----------------------------------------
@@ -469,6 +598,18 @@ def test_scatter_on_canvas_places_images():
         scatter_on_canvas(images, 10, noise=2.0)
     with pytest.raises(ValueError, match="images"):
         scatter_on_canvas(np.ones((5, 4, 4)), 10)
+    with pytest.raises(ValueError, match="canvas_size"):
+        scatter_on_canvas(np.ones((5, 1, 1, 1)), True)
+    for noise in (float("nan"), True, -0.1):
+        with pytest.raises(ValueError, match="noise"):
+            scatter_on_canvas(images, 10, noise=noise)
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            scatter_on_canvas(images, 10, seed=seed)
+    with pytest.raises(ValueError, match="finite"):
+        scatter_on_canvas(np.full((1, 4, 4, 1), np.nan), 10)
+    with pytest.raises(ValueError, match="images=None"):
+        scatter_on_canvas(None, 10)
 
 
 def test_transfer_digits_splits_classes():
@@ -485,6 +626,46 @@ def test_transfer_digits_splits_classes():
         transfer_digits(source_copies=0)
 
 
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(digit_size=0), "`digit_size`"),
+     (dict(digit_size=True), "`digit_size`"),
+     (dict(digit_size=8, canvas_size=4), "`canvas_size`"),
+     (dict(canvas_size=True), "`canvas_size`"),
+     (dict(canvas_size=24, noise=float("nan")), "`noise`"),
+     (dict(source_copies=True), "`source_copies`"),
+     (dict(seed=-1), "`seed`"),
+     (dict(seed=0.5), "`seed`")],
+)
+def test_transfer_digits_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        transfer_digits(**kwargs)
+
+
+def test_small_cnn_and_compile_classifier_bad_arguments_raise():
+    for shape in ((8, 8), (8, 0, 1), (8, 8, True), 8):
+        with pytest.raises(ValueError, match="input_shape"):
+            small_cnn(shape, 3)
+    for name, kwargs in (("num_classes", dict(num_classes=0)),
+                         ("num_classes", dict(num_classes=True)),
+                         ("width", dict(width=0)),
+                         ("width", dict(width=2.0))):
+        arguments = dict(input_shape=(8, 8, 1), num_classes=3)
+        arguments.update(kwargs)
+        with pytest.raises(ValueError, match=name):
+            small_cnn(**arguments)
+    with pytest.raises(TypeError, match="name"):
+        small_cnn((8, 8, 1), 3, name=3)
+    model = small_cnn((8, 8, 1), 3, width=2)
+    with pytest.raises(TypeError, match="model='cnn'"):
+        compile_classifier("cnn")
+    for rate in (0.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="learning_rate"):
+            compile_classifier(model, learning_rate=rate)
+    with pytest.raises(TypeError, match="optimizer"):
+        compile_classifier(model, optimizer="adam")
+
+
 def test_cache_directory_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("MTLBOOK_CACHE", str(tmp_path / "env"))
     assert cache_directory() == str(tmp_path / "env")
@@ -494,6 +675,18 @@ def test_cache_directory_precedence(tmp_path, monkeypatch):
     assert cache_directory() == os.path.join(str(tmp_path / "xdg"), "mtlbook")
 
 
+def test_cache_path_that_is_a_file_raises(tmp_path, monkeypatch):
+    a_file = tmp_path / "cache.txt"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv("MTLBOOK_CACHE", str(a_file))
+    with pytest.raises(ValueError, match=r"`\$MTLBOOK_CACHE` must be a folder"):
+        pretrained_digits_cnn(**TINY)
+    with pytest.raises(ValueError, match="`cache_dir` must be a folder"):
+        cache_directory(a_file)
+    with pytest.raises(TypeError, match="cache_dir"):
+        cache_directory(3)
+
+
 TINY = dict(digit_size=8, canvas_size=None, source_copies=1, width=4,
             epochs=1, batch_size=128)
 
@@ -501,7 +694,9 @@ TINY = dict(digit_size=8, canvas_size=None, source_copies=1, width=4,
 def test_pretrained_digits_cnn_is_cached_and_deterministic(tmp_path):
     first = pretrained_digits_cnn(cache_dir=tmp_path / "a", **TINY)
     files = list((tmp_path / "a").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".keras"
+    # the model and its fingerprint, nothing else
+    assert sorted(f.suffix for f in files) == [".json", ".keras"]
+    files = [f for f in files if f.suffix == ".keras"]
     stamp = files[0].stat().st_mtime_ns
     again = pretrained_digits_cnn(cache_dir=tmp_path / "a", **TINY)
     assert files[0].stat().st_mtime_ns == stamp  # loaded, not retrained
@@ -516,18 +711,83 @@ def test_pretrained_digits_cnn_is_cached_and_deterministic(tmp_path):
 def test_pretrained_digits_cnn_rebuilds_a_damaged_file(tmp_path, monkeypatch):
     monkeypatch.setenv("MTLBOOK_CACHE", str(tmp_path))
     model = pretrained_digits_cnn(**TINY)
-    (path,) = tmp_path.iterdir()
+    (path,) = tmp_path.glob("*.keras")
     path.write_bytes(b"half-written")
     (tmp_path / ".digits_cnn-leftover.keras").write_bytes(b"junk")
-    rebuilt = pretrained_digits_cnn(**TINY)
+    with pytest.warns(UserWarning, match="damaged"):
+        rebuilt = pretrained_digits_cnn(**TINY)
     for a, b in zip(model.get_weights(), rebuilt.get_weights()):
         np.testing.assert_array_equal(a, b)
     keras.saving.load_model(path)  # the cache file is whole again
 
 
-def test_pretrained_digits_cnn_bad_arguments_raise(tmp_path):
-    with pytest.raises(ValueError, match="epochs"):
-        pretrained_digits_cnn(epochs=0, cache_dir=tmp_path)
+def test_pretrained_digits_cnn_rebuilds_a_foreign_model(tmp_path):
+    model = pretrained_digits_cnn(cache_dir=tmp_path, **TINY)
+    (path,) = tmp_path.glob("*.keras")
+    # another loadable model under the cache name, same shapes even
+    foreign = small_cnn((8, 8, 1), 5, width=2, name="digits_cnn")
+    foreign.save(path)
+    with pytest.warns(UserWarning, match="another model saved under"):
+        rebuilt = pretrained_digits_cnn(cache_dir=tmp_path, **TINY)
+    assert len(rebuilt.get_weights()) == len(model.get_weights())
+    for a, b in zip(model.get_weights(), rebuilt.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a file without its fingerprint (an older version's): rebuilt quietly
+    (fingerprint,) = tmp_path.glob("*.json")
+    fingerprint.unlink()
+    foreign.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        again = pretrained_digits_cnn(cache_dir=tmp_path, **TINY)
+    assert fingerprint.exists()
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # an unreadable fingerprint: rebuilt, with a warning
+    fingerprint.write_text("{not json")
+    with pytest.warns(UserWarning, match="fingerprint .* is unreadable"):
+        pretrained_digits_cnn(cache_dir=tmp_path, **TINY)
+
+
+def test_pretrained_digits_cnn_unwritable_cache_returns_the_model(
+        tmp_path, monkeypatch):
+    import tempfile
+
+    reference = pretrained_digits_cnn(cache_dir=tmp_path / "a", **TINY)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.warns(UserWarning, match="Could not write .*PermissionError"):
+        model = pretrained_digits_cnn(cache_dir=tmp_path / "b", **TINY)
+    assert not list((tmp_path / "b").glob("*.keras"))
+    assert model.output_shape == (None, 5)
+    for a, b in zip(reference.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pretrained_digits_cnn_folder_at_the_cache_path_raises(tmp_path):
+    pretrained_digits_cnn(cache_dir=tmp_path, **TINY)
+    (path,) = tmp_path.glob("*.keras")
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ValueError, match="must not be a folder"):
+        pretrained_digits_cnn(cache_dir=tmp_path, **TINY)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(epochs=0), "epochs"), (dict(epochs=True), "epochs"),
+     (dict(width=2.0), "width"), (dict(batch_size=-1), "batch_size"),
+     (dict(digit_size=0), "digit_size"), (dict(noise=float("nan")), "noise"),
+     (dict(seed=-1), "seed"), (dict(canvas_size=4), "canvas_size")],
+)
+def test_pretrained_digits_cnn_bad_arguments_raise(tmp_path, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        pretrained_digits_cnn(cache_dir=tmp_path, **kwargs)
+    with pytest.raises(TypeError, match="overwrite"):
+        pretrained_digits_cnn(cache_dir=tmp_path, overwrite="yes")
+    assert not list(tmp_path.iterdir())  # nothing trained or written
 
 
 # --- the figure used by the fine-tuning chapter ------------------------------

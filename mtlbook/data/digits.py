@@ -5,9 +5,47 @@ offline on real handwriting. Images can be upscaled (bilinear) to the 28x28
 of MNIST so that MNIST-sized models and code run unchanged.
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
+
+
+def _check_int(name, value, minimum):
+    """Raises unless `value` is an int (not a bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, np.integer)
+    ) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _as_array(name, value, dtype=None):
+    """`value` as a NumPy array, or a `TypeError` naming `name`."""
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be an array of numbers. "
+            f"Received: {name}={_shown(value)}"
+        ) from None
+
+
+def _shown(value):
+    """`value` for an error message: an array by its shape, else its repr."""
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_real(value):
+    """Whether `value` is a finite real number and not a bool."""
+    return (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, (int, float, np.integer, np.floating))
+            and math.isfinite(value))
 
 
 class Split(NamedTuple):
@@ -70,13 +108,17 @@ def resize_images(images, size):
     big = resize_images(np.ones((2, 8, 8)), 28)  # (2, 28, 28)
     ```
     """
-    images = np.asarray(images, dtype="float64")
-    if images.ndim != 3:
+    received = images
+    images = _as_array("images", images, "float64")
+    if images.ndim != 3 or 0 in images.shape[1:]:
         raise ValueError(
-            "`images` must have shape (n, height, width). "
-            f"Received: images.shape={images.shape}"
+            "`images` must have shape (n, height, width) with height and "
+            f"width >= 1. Received: images={_shown(received)} of shape "
+            f"{images.shape}"
         )
-    if not isinstance(size, (int, np.integer)) or size < 1:
+    if isinstance(size, bool) or not isinstance(
+        size, (int, np.integer)
+    ) or size < 1:
         raise ValueError(
             f"`size` must be a positive int. Received: size={size!r}"
         )
@@ -89,21 +131,41 @@ def split_indices(labels, fractions, seed=0):
     """Stratified random split of `range(len(labels))`.
 
     Args:
-        labels: 1-D array used for stratification.
-        fractions: dict `{split_name: fraction}`; fractions must sum to 1.
-        seed: int. Seed of the permutation.
+        labels: non-empty 1-D array used for stratification.
+        fractions: dict `{split_name: fraction}`; finite fractions >= 0
+            that sum to 1.
+        seed: int >= 0. Seed of the permutation.
 
     Returns:
         dict `{split_name: sorted index array}`; splits are disjoint and
         cover every index.
+
+    Example:
+
+    ```python
+    parts = split_indices([0, 0, 1, 1], {"train": 0.5, "test": 0.5})
+    ```
     """
-    labels = np.asarray(labels)
-    total = sum(fractions.values())
-    if any(f < 0 for f in fractions.values()) or not np.isclose(total, 1.0):
+    received = labels
+    labels = _as_array("labels", labels)
+    if labels.ndim != 1 or len(labels) == 0:
         raise ValueError(
-            "`fractions` must be non-negative and sum to 1. "
+            "`labels` must be a non-empty 1-D array. "
+            f"Received: labels={_shown(received)} of shape {labels.shape}"
+        )
+    if not isinstance(fractions, dict) or not fractions:
+        raise TypeError(
+            "`fractions` must be a non-empty dict {split_name: fraction}. "
+            f"Received: fractions={fractions!r}"
+        )
+    if not all(_is_real(f) and f >= 0 for f in fractions.values()) or (
+        not np.isclose(sum(fractions.values()), 1.0)
+    ):
+        raise ValueError(
+            "`fractions` must be finite numbers >= 0 that sum to 1. "
             f"Received: fractions={fractions}"
         )
+    _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     names = list(fractions)
     parts = {name: [] for name in names}
@@ -135,13 +197,13 @@ def load_digits(
     Args:
         tasks: sequence of task names from `DIGIT_TASKS` (`"digit"`,
             `"parity"`, `"large"`).
-        image_size: int. 8 keeps the original images; any other size
-            upscales them bilinearly (28 gives MNIST-sized images).
+        image_size: int >= 1. 8 keeps the original images; any other size
+            resizes them bilinearly (28 gives MNIST-sized images).
         validation_fraction: float in [0, 1). Share held out for validation.
         test_fraction: float in (0, 1). Share held out for testing.
         flatten: bool. Return `(n, image_size**2)` vectors instead of
             `(n, image_size, image_size, 1)` images.
-        seed: int. Seed of the split.
+        seed: int >= 0. Seed of the split.
 
     Returns:
         dict with keys `"train"`, `"test"` and, when `validation_fraction`
@@ -158,23 +220,35 @@ def load_digits(
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
+    received = tasks
     if isinstance(tasks, str):
         tasks = (tasks,)
-    unknown = [t for t in tasks if t not in DIGIT_TASKS]
-    if unknown or not tasks:
+    try:
+        tasks = tuple(tasks)
+    except TypeError:
+        tasks = ()
+    if not tasks or any(
+        not isinstance(t, str) or t not in DIGIT_TASKS for t in tasks
+    ):
         raise ValueError(
             f"`tasks` must be a non-empty sequence of {sorted(DIGIT_TASKS)}. "
-            f"Received: tasks={tuple(tasks)}"
+            f"Received: tasks={received!r}"
         )
+    _check_int("image_size", image_size, 1)
     for name, value in (
         ("validation_fraction", validation_fraction),
         ("test_fraction", test_fraction),
     ):
-        if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        if not _is_real(value) or not 0.0 <= value < 1.0:
             raise ValueError(
                 f"`{name}` must be a float in [0, 1). "
                 f"Received: {name}={value!r}"
             )
+    if not isinstance(flatten, (bool, np.bool_)):
+        raise TypeError(
+            f"`flatten` must be a bool. Received: flatten={flatten!r}"
+        )
+    _check_int("seed", seed, 0)
     if test_fraction <= 0 or validation_fraction + test_fraction >= 1.0:
         raise ValueError(
             "`test_fraction` must be > 0 and the held-out fractions must sum "

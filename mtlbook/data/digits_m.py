@@ -24,8 +24,19 @@ def _photos():
 def blend_with_patches(images, seed=0):
     """Blends grey images `(n, s, s)` in [0, 1] with random photo patches.
 
+    Args:
+        images: array `(n, s, s)` with values in [0, 1]; `s` smaller than
+            the sample photos (427 pixels).
+        seed: int >= 0. Seed of the photo and patch choice.
+
     Returns:
         float32 array `(n, s, s, 3)`: `|patch - image|` per channel.
+
+    Example:
+
+    ```python
+    colour = blend_with_patches(np.zeros((2, 16, 16)))  # (2, 16, 16, 3)
+    ```
     """
     images = np.asarray(images, dtype="float32")
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
@@ -33,9 +44,20 @@ def blend_with_patches(images, seed=0):
             "`images` must have shape (n, size, size). "
             f"Received: images.shape={images.shape}"
         )
+    if isinstance(seed, bool) or not isinstance(
+        seed, (int, np.integer)
+    ) or seed < 0:
+        raise ValueError(f"`seed` must be an int >= 0. Received: seed={seed!r}")
     size = images.shape[1]
     rng = np.random.default_rng(seed)
     photos = _photos()
+    largest = min(min(photo.shape[:2]) for photo in photos) - 1
+    if not 1 <= size <= largest:
+        raise ValueError(
+            f"`images` must be between 1 and {largest} pixels wide (the "
+            "patches come from photos of that size). "
+            f"Received: images.shape={images.shape}"
+        )
     out = np.empty(images.shape + (3,), dtype="float32")
     for index, image in enumerate(images):
         photo = photos[rng.integers(len(photos))]
@@ -57,10 +79,11 @@ def make_digits_m(tasks=("digit",), image_size=28, validation_fraction=0.0,
 
     Args:
         tasks: task names from `mtlbook.data.DIGIT_TASKS`.
-        image_size: int. Side of the square images (digits are upscaled).
+        image_size: int in [1, 426]. Side of the square images (digits
+            are upscaled).
         validation_fraction: float in [0, 1).
         test_fraction: float in (0, 1).
-        seed: int. Seed of the split and of the patches.
+        seed: int >= 0. Seed of the split and of the patches.
 
     Returns:
         dict of `Split(x, y)`; `x` is float32 `(n, image_size, image_size, 3)`
@@ -76,6 +99,13 @@ def make_digits_m(tasks=("digit",), image_size=28, validation_fraction=0.0,
     Reference:
         Ganin et al., 2016, "Domain-Adversarial Training of Neural Networks".
     """
+    if isinstance(image_size, (int, np.integer)) and not isinstance(
+        image_size, bool
+    ) and image_size > 426:
+        raise ValueError(
+            "`image_size` must be at most 426 (the patches come from "
+            f"427-pixel-high photos). Received: image_size={image_size}"
+        )
     splits = load_digits(tasks=tasks, image_size=image_size,
                          validation_fraction=validation_fraction,
                          test_fraction=test_fraction, seed=seed)

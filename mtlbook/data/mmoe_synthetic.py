@@ -58,13 +58,29 @@ SCALE = 1.0  # c
 NOISE = 0.1  # sigma
 
 
+def _check_int(name, value, minimum):
+    """Raises unless `value` is an int (not a bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, np.integer)
+    ) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+
+
 def mmoe_weight_vectors(correlation, num_features=100, seed=0):
     """Returns `(w1, w2)` with `cos(w1, w2) == correlation` and norm `SCALE`.
 
     Args:
         correlation: float in [-1, 1].
         num_features: int >= 2. Dimension d.
-        seed: int. Seed of the random orthonormal pair.
+        seed: int >= 0. Seed of the random orthonormal pair.
 
     Returns:
         tuple of two float64 arrays of shape `(num_features,)`.
@@ -76,17 +92,15 @@ def mmoe_weight_vectors(correlation, num_features=100, seed=0):
     float(w1 @ w2)  # 0.5
     ```
     """
-    if (not isinstance(correlation, (int, float))
+    if (isinstance(correlation, bool)
+            or not isinstance(correlation, (int, float))
             or not -1.0 <= correlation <= 1.0):
         raise ValueError(
             "`correlation` must be a float in [-1, 1]. "
             f"Received: correlation={correlation!r}"
         )
-    if not isinstance(num_features, (int, np.integer)) or num_features < 2:
-        raise ValueError(
-            "`num_features` must be an int >= 2. "
-            f"Received: num_features={num_features!r}"
-        )
+    _check_int("num_features", num_features, 2)
+    _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(num_features, 2)))
     u1, u2 = basis[:, 0], basis[:, 1]
@@ -102,7 +116,8 @@ def mmoe_waves(seed=0, waves="fixed", shared_waves=True):
     """The sinusoids' `(alphas_a, betas_a, alphas_b, betas_b)` of a data set.
 
     Args:
-        seed: int. Seed of the data set (used by `waves="drawn"` only).
+        seed: int >= 0. Seed of the data set (used by `waves="drawn"`
+            only).
         waves: `"fixed"` (the constants `ALPHAS`, `BETAS`; `ALPHAS_B`,
             `BETAS_B` for task B when `shared_waves=False`) or `"drawn"`
             (ten `alpha_j, beta_j ~ N(0, 1)` per task shape, drawn from
@@ -118,10 +133,12 @@ def mmoe_waves(seed=0, waves="fixed", shared_waves=True):
     alphas, betas, _, _ = mmoe_waves(seed=3, waves="drawn")
     ```
     """
-    if waves not in WAVES:
+    if not isinstance(waves, str) or waves not in WAVES:
         raise ValueError(
             f"`waves` must be one of {WAVES}. Received: waves={waves!r}"
         )
+    _check_bool("shared_waves", shared_waves)
+    _check_int("seed", seed, 0)
     if waves == "fixed":
         own = (ALPHAS_B, BETAS_B)
         return (ALPHAS, BETAS) + ((ALPHAS, BETAS) if shared_waves else own)
@@ -150,7 +167,7 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
         correlation: float in [-1, 1]. Cosine between the tasks' weight
             vectors.
         num_features: int. Input dimension d (100 in the paper).
-        seed: int. Seed of the weight vectors, inputs and noise.
+        seed: int >= 0. Seed of the weight vectors, inputs and noise.
         shared_waves: bool. If True (the default, as in the paper), both
             tasks use the sinusoids `ALPHAS`, `BETAS`; if False, task B
             uses `ALPHAS_B`, `BETAS_B`. Inputs, directions and noise are the
@@ -181,16 +198,9 @@ def make_mmoe_synthetic(n_train=8000, n_validation=1000, n_test=2000,
     for name, value, minimum in (("n_train", n_train, 1),
                                  ("n_validation", n_validation, 0),
                                  ("n_test", n_test, 1)):
-        if not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(
-                f"`{name}` must be an int >= {minimum}. "
-                f"Received: {name}={value!r}"
-            )
-    if not isinstance(shared_waves, (bool, np.bool_)):
-        raise TypeError(
-            "`shared_waves` must be a bool. "
-            f"Received: shared_waves={shared_waves!r}"
-        )
+        _check_int(name, value, minimum)
+    _check_bool("shared_waves", shared_waves)
+    _check_int("seed", seed, 0)
     alphas, betas, alphas_b, betas_b = mmoe_waves(seed, waves, shared_waves)
     w1, w2 = mmoe_weight_vectors(correlation, num_features, seed)
     rng = np.random.default_rng(seed + 1)
@@ -217,10 +227,27 @@ def label_correlation(split):
     Returns:
         float in [-1, 1].
 
+    Raises:
+        ValueError: if `split` lacks the two tasks, or their labels differ
+            in length, have fewer than 2 entries or are constant.
+
     Example:
 
     ```python
     label_correlation(make_mmoe_synthetic(correlation=1.0)["test"])  # ~1
     ```
     """
-    return float(np.corrcoef(split.y["task_a"], split.y["task_b"])[0, 1])
+    y = getattr(split, "y", None)
+    if not isinstance(y, dict) or not {"task_a", "task_b"} <= set(y):
+        raise ValueError(
+            "`split` must be a Split whose `y` has 'task_a' and 'task_b'. "
+            f"Received: split of type {type(split).__name__}"
+        )
+    a = np.asarray(y["task_a"], dtype="float64").ravel()
+    b = np.asarray(y["task_b"], dtype="float64").ravel()
+    if len(a) != len(b) or len(a) < 2 or a.std() == 0 or b.std() == 0:
+        raise ValueError(
+            "`split` labels must be two equally long, non-constant arrays "
+            f"of at least 2 entries. Received lengths {len(a)} and {len(b)}"
+        )
+    return float(np.corrcoef(a, b)[0, 1])

@@ -17,8 +17,10 @@ DOMAINS = ("source", "target")
 
 
 def _check(name, value, low, kind=numbers.Real):
-    if not isinstance(value, kind) or isinstance(value, bool) or value < low:
-        what = "an int" if kind is numbers.Integral else "a number"
+    if not isinstance(value, kind) or isinstance(value, bool) or (
+        not np.isfinite(value) or value < low
+    ):
+        what = "an int" if kind is numbers.Integral else "a finite number"
         raise ValueError(
             f"`{name}` must be {what} >= {low}. Received: {name}={value!r}"
         )
@@ -34,12 +36,36 @@ def rotate(points, angle_degrees, center):
 
     Returns:
         float32 array `(n, 2)`: `(points - center) @ R.T + center`.
+
+    Example:
+
+    ```python
+    rotate([[1.0, 0.0]], 90.0, center=(0.0, 0.0))  # [[0, 1]]
+    ```
     """
+    if not isinstance(angle_degrees, numbers.Real) or isinstance(
+        angle_degrees, bool
+    ) or not np.isfinite(angle_degrees):
+        raise TypeError(
+            "`angle_degrees` must be a finite real number. "
+            f"Received: angle_degrees={angle_degrees!r}"
+        )
+    points = np.asarray(points, dtype="float64")
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(
+            "`points` must have shape (n, 2). "
+            f"Received: points.shape={points.shape}"
+        )
+    if np.shape(center) != (2,) or not np.all(np.isfinite(center)):
+        raise ValueError(
+            "`center` must be 2 finite numbers. "
+            f"Received: center={center!r}"
+        )
     theta = np.deg2rad(angle_degrees)
     matrix = np.array([[np.cos(theta), -np.sin(theta)],
                        [np.sin(theta), np.cos(theta)]])
     center = np.asarray(center, dtype="float64")
-    moved = (np.asarray(points, dtype="float64") - center) @ matrix.T + center
+    moved = (points - center) @ matrix.T + center
     return moved.astype("float32")
 
 
@@ -90,6 +116,7 @@ def make_shifted_moons(n_per_domain=500, angle_degrees=35.0, noise=0.1,
         )
     _check("noise", noise, 0.0)
     if (not isinstance(test_fraction, numbers.Real)
+            or isinstance(test_fraction, bool)
             or not 0.0 < test_fraction < 1.0):
         raise ValueError(
             "`test_fraction` must be a number in (0, 1). "

@@ -13,7 +13,9 @@ from mtlbook.data.digits import Split, resize_images, split_indices
 
 
 def _check_count(name, value, minimum):
-    if not isinstance(value, (int, np.integer)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(
+        value, (int, np.integer)
+    ) or value < minimum:
         raise ValueError(
             f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
         )
@@ -34,10 +36,10 @@ def make_multidigits(n_train=4000, n_validation=500, n_test=1000,
         n_train: int. Number of training images.
         n_validation: int. Number of validation images (0 for none).
         n_test: int. Number of test images.
-        image_size: int. Side of the square canvas.
+        image_size: int >= 2. Side of the square canvas.
         digit_size: int. Side of each digit; `digit_size < image_size`
             (the overlap is `2 * digit_size - image_size` pixels wide).
-        seed: int. Seed of the pools and the pairs.
+        seed: int >= 0. Seed of the pools and the pairs.
 
     Returns:
         dict `{"train", "validation" (if n_validation > 0), "test"}` of
@@ -64,13 +66,15 @@ def make_multidigits(n_train=4000, n_validation=500, n_test=1000,
     _check_count("n_test", n_test, 1)
     _check_count("image_size", image_size, 2)
     if (
-        not isinstance(digit_size, (int, np.integer))
+        isinstance(digit_size, bool)
+        or not isinstance(digit_size, (int, np.integer))
         or not 0 < digit_size < image_size
     ):
         raise ValueError(
             "`digit_size` must be an int in (0, image_size). "
             f"Received: digit_size={digit_size!r}, image_size={image_size}"
         )
+    _check_count("seed", seed, 0)
     bunch = sklearn_digits()
     digits = resize_images(bunch.images / 16.0, digit_size)
     pools = split_indices(

@@ -13,6 +13,7 @@ full-size path) puts the files there instead of downloading them.
 
 import gzip
 import os
+import zipfile
 
 import numpy as np
 
@@ -39,23 +40,47 @@ FASHION_TASKS = {
 
 
 def _check_tasks(tasks, known):
+    received = tasks
     if isinstance(tasks, str):
         tasks = (tasks,)
-    if not tasks or any(t not in known for t in tasks):
+    try:
+        tasks = tuple(tasks)
+    except TypeError:
+        tasks = ()
+    if not tasks or any(not isinstance(t, str) or t not in known
+                        for t in tasks):
         raise ValueError(
             f"`tasks` must be a non-empty sequence of {sorted(known)}. "
-            f"Received: tasks={tuple(tasks)}"
+            f"Received: tasks={received!r}"
         )
-    return tuple(tasks)
+    return tasks
+
+
+def _check_split_arguments(validation_fraction, seed):
+    if isinstance(validation_fraction, (bool, np.bool_)) or not isinstance(
+        validation_fraction, (int, float, np.integer, np.floating)
+    ) or not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(
+            "`validation_fraction` must be a float in [0, 1). "
+            f"Received: validation_fraction={validation_fraction!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(
+        seed, (int, np.integer)
+    ) or seed < 0:
+        raise ValueError(f"`seed` must be an int >= 0. Received: seed={seed!r}")
+
+
+def _check_path(name, value):
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"`{name}` must be None or a path (str or os.PathLike). "
+            f"Received: {name}={value!r}"
+        )
 
 
 def _make_splits(x_train, c_train, x_test, c_test, tasks, task_fns,
                  validation_fraction, seed):
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(
-            "`validation_fraction` must be in [0, 1). "
-            f"Received: validation_fraction={validation_fraction!r}"
-        )
+    _check_split_arguments(validation_fraction, seed)
 
     def split(x, classes):
         x = (x.astype("float32") / 255.0)[..., None]
@@ -96,7 +121,7 @@ def load_mnist(tasks=("digit", "parity"), validation_fraction=0.0, path=None,
             `$MTLBOOK_DATA_DIR/mnist.npz` when that variable is set, else
             downloads the file once into Keras's cache and verifies its
             checksum.
-        seed: int. Seed of the validation split.
+        seed: int >= 0. Seed of the validation split.
 
     Returns:
         dict of `Split(x, y)` like `load_digits`, images `(n, 28, 28, 1)`
@@ -105,6 +130,8 @@ def load_mnist(tasks=("digit", "parity"), validation_fraction=0.0, path=None,
     import keras
 
     tasks = _check_tasks(tasks, DIGIT_TASKS)
+    _check_split_arguments(validation_fraction, seed)
+    _check_path("path", path)
     if path is None and os.environ.get(DATA_DIR_VARIABLE):
         path = os.path.join(os.environ[DATA_DIR_VARIABLE], "mnist.npz")
     if path is None:
@@ -116,7 +143,13 @@ def load_mnist(tasks=("digit", "parity"), validation_fraction=0.0, path=None,
             "`path` must be an existing .npz file. "
             f"Received: path={path!r}"
         )
-    with np.load(path) as archive:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            "`path` must be a valid .npz archive (a zip file). Received: "
+            f"path={path!r}, which exists but is not one (damaged, "
+            "truncated or another format)"
+        )
+    with np.load(path, allow_pickle=False) as archive:
         names = ("x_train", "y_train", "x_test", "y_test")
         missing = set(names) - set(archive.files)
         if missing:
@@ -145,7 +178,7 @@ def load_fashion_mnist(tasks=("item", "footwear"), validation_fraction=0.0,
             (`train-images-idx3-ubyte.gz`, ...). `None` reads
             `$MTLBOOK_DATA_DIR/fashion-mnist` when that variable is set,
             else downloads them once into Keras's cache.
-        seed: int. Seed of the validation split.
+        seed: int >= 0. Seed of the validation split.
 
     Returns:
         dict of `Split(x, y)`, images `(n, 28, 28, 1)` scaled to [0, 1].
@@ -153,6 +186,8 @@ def load_fashion_mnist(tasks=("item", "footwear"), validation_fraction=0.0,
     import keras
 
     tasks = _check_tasks(tasks, FASHION_TASKS)
+    _check_split_arguments(validation_fraction, seed)
+    _check_path("directory", directory)
     if directory is None and os.environ.get(DATA_DIR_VARIABLE):
         directory = os.path.join(os.environ[DATA_DIR_VARIABLE],
                                  "fashion-mnist")

@@ -75,7 +75,7 @@ def make_shapes(n_train=4000, n_validation=500, n_test=1000, image_size=32,
         n_train, n_validation, n_test: ints. Split sizes (validation may
             be 0). Every image is drawn independently.
         image_size: int >= 16. Side of the square RGB images.
-        seed: int. Seed of the factors and the background noise.
+        seed: int >= 0. Seed of the factors and the background noise.
 
     Returns:
         dict of `Split(x, y)`: x float32 `(n, image_size, image_size, 3)` in
@@ -92,8 +92,11 @@ def make_shapes(n_train=4000, n_validation=500, n_test=1000, image_size=32,
     for name, value, minimum in (("n_train", n_train, 1),
                                  ("n_validation", n_validation, 0),
                                  ("n_test", n_test, 1),
-                                 ("image_size", image_size, 16)):
-        if not isinstance(value, (int, np.integer)) or value < minimum:
+                                 ("image_size", image_size, 16),
+                                 ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(
+            value, (int, np.integer)
+        ) or value < minimum:
             raise ValueError(
                 f"`{name}` must be an int >= {minimum}. "
                 f"Received: {name}={value!r}"

@@ -12,7 +12,21 @@ repository's `toy.py`), their Pareto set, and Adam descent along any
 combination of the two task gradients.
 """
 
+import math
+
 import numpy as np
+
+
+def _check_int(name, value, minimum):
+    """Raises unless `value` is an int (not a bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, np.integer)
+    ) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+
 
 # The losses' floor inside the log: |.| is clamped at this value.
 LOWER = 0.000005
@@ -86,8 +100,7 @@ def pareto_set(num=201):
         float64 array `(num, 2)`, from task 2's minimum `(-7, ...)` to task
         1's `(7, ...)`.
     """
-    if not isinstance(num, (int, np.integer)) or num < 2:
-        raise ValueError(f"`num` must be an int >= 2. Received: num={num!r}")
+    _check_int("num", num, 2)
     from scipy.optimize import minimize_scalar
 
     points = []
@@ -131,18 +144,28 @@ def distance_to_set(points, reference):
 
     Returns:
         float64 array `(n,)` (a float for a single point).
+
+    Example:
+
+    ```python
+    distance_to_set([0.0, 0.0], [[3.0, 4.0], [6.0, 8.0]])  # 5.0
+    ```
     """
     points = np.asarray(points, "float64")
     reference = np.asarray(reference, "float64")
     single = points.ndim == 1
     points = np.atleast_2d(points)
-    if points.shape[-1] != 2 or reference.ndim != 2 or (
-            reference.shape[-1] != 2):
+    if points.ndim != 2 or points.shape[-1] != 2 or reference.ndim != 2 or (
+            reference.shape[-1] != 2) or len(reference) == 0:
         raise ValueError(
-            "`points` and `reference` must have shape (n, 2). Received: "
+            "`points` must have shape (n, 2) or (2,) and `reference` shape "
+            "(m, 2) with m >= 1. Received: "
             f"points.shape={points.shape}, "
             f"reference.shape={reference.shape}"
         )
+    for name, array in (("points", points), ("reference", reference)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"`{name}` must be finite. Received NaN or inf")
     distances = np.sqrt(
         ((points[:, None, :] - reference[None, :, :]) ** 2).sum(-1)
     ).min(axis=1)
@@ -182,23 +205,31 @@ def descend(combine, starts, steps=100_000, learning_rate=0.001,
     """
     import tensorflow as tf
 
-    for name, value in (("steps", steps), ("record_every", record_every)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(
-                f"`{name}` must be an int >= 1. Received: {name}={value!r}"
-            )
-    if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
+    if not callable(combine):
+        raise TypeError(
+            "`combine` must be a callable (G, step) -> direction. "
+            f"Received: combine={combine!r}"
+        )
+    _check_int("steps", steps, 1)
+    _check_int("record_every", record_every, 1)
+    if isinstance(learning_rate, bool) or not isinstance(
+        learning_rate, (int, float)
+    ) or not math.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(
-            "`learning_rate` must be a float > 0. "
+            "`learning_rate` must be a finite float > 0. "
             f"Received: learning_rate={learning_rate!r}"
         )
     starts = np.asarray(starts, "float32")
     single = starts.shape == (2,)
     starts = np.atleast_2d(starts)
-    if starts.ndim != 2 or starts.shape[-1] != 2:
+    if starts.ndim != 2 or starts.shape[-1] != 2 or len(starts) == 0:
         raise ValueError(
-            "`starts` must be a pair (x1, x2) or have shape (n, 2). "
+            "`starts` must be a pair (x1, x2) or have shape (n, 2), n >= 1. "
             f"Received: starts.shape={starts.shape}"
+        )
+    if not np.all(np.isfinite(starts)):
+        raise ValueError(
+            f"`starts` must be finite. Received: starts={starts.tolist()}"
         )
     beta_1, beta_2, epsilon = 0.9, 0.999, 1e-8
     records = -(-steps // record_every)

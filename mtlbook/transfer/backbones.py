@@ -1,8 +1,10 @@
 """Keras Applications backbones with ImageNet, local or no weights."""
 
 import os
+import zipfile
 
 import keras
+import numpy as np
 
 # name -> (constructor, input preprocessing: (scale, offset) applied to
 # pixels in [0, 255], or None when the model rescales its inputs itself)
@@ -40,7 +42,8 @@ def backbone(
             (random initialisation), or the path of a local file: a
             `.weights.h5` file (`model.save_weights`) or a `.keras` model
             (`model.save`) of the same architecture.
-        input_shape: tuple `(height, width, channels)`.
+        input_shape: tuple `(height, width, channels)` of ints, height and
+            width >= 32.
         include_top: bool. Keep the ImageNet classifier.
         pooling: `None`, `"avg"` or `"max"` (with `include_top=False`).
         **options: architecture arguments of the application, e.g.
@@ -60,6 +63,21 @@ def backbone(
     ```
     """
     _check_name(name)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3 \
+            or not all(isinstance(size, (int, np.integer))
+                       and not isinstance(size, bool)
+                       for size in input_shape) \
+            or min(input_shape[:2]) < 32 or input_shape[2] < 1:
+        raise ValueError(
+            "`input_shape` must be a tuple (height, width, channels) of ints, "
+            "height and width >= 32. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(
+            "`pooling` must be None, 'avg' or 'max'. "
+            f"Received: pooling={pooling!r}"
+        )
     constructor = BACKBONES[name][0]
     path = None
     if weights is not None and weights != "imagenet":
@@ -77,7 +95,40 @@ def backbone(
         if not os.path.isfile(path):
             raise ValueError(
                 "`weights` must be an existing file. "
-                f"Received: weights={path!r} (no such file)"
+                f"Received: weights={path!r} ("
+                f"{'a folder' if os.path.isdir(path) else 'no such file'})"
+            )
+    if not isinstance(include_top, (bool, np.bool_)):
+        raise TypeError(
+            f"`include_top` must be a bool. Received: include_top="
+            f"{include_top!r}"
+        )
+    source = None
+    if path is not None and path.endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                "`weights` must be a valid .keras archive (a zip file "
+                "written by `model.save`). Received: weights="
+                f"{path!r}, which exists but is not a zip archive "
+                "(damaged, truncated or another format)"
+            )
+        try:
+            source = keras.saving.load_model(path, compile=False)
+        except Exception as error:
+            raise ValueError(
+                "`weights` must be a .keras model that Keras can load. "
+                f"Received: weights={path!r}, which exists but could not "
+                f"be loaded: {type(error).__name__}: {error}"
+            ) from error
+    elif path is not None:
+        with open(path, "rb") as handle:
+            signature = handle.read(8)
+        if signature != b"\x89HDF\r\n\x1a\n":
+            raise ValueError(
+                "`weights` must be a valid .weights.h5 file (HDF5, written "
+                "by `model.save_weights`). Received: weights="
+                f"{path!r}, which exists but is not an HDF5 file "
+                "(damaged, truncated or another format)"
             )
     model = constructor(
         weights=None if path else weights,
@@ -89,8 +140,7 @@ def backbone(
     if path is None:
         return model
     try:
-        if path.endswith(".keras"):
-            source = keras.saving.load_model(path, compile=False)
+        if source is not None:
             model.set_weights(source.get_weights())
         else:
             model.load_weights(path)
@@ -99,7 +149,7 @@ def backbone(
             f"`weights` must be a weights file of this {name} architecture "
             f"(input_shape={tuple(input_shape)}, include_top={include_top}, "
             f"options={options}). Received: weights={path!r}, which failed "
-            f"to load: {error}"
+            f"to load: {type(error).__name__}: {error}"
         ) from error
     return model
 

@@ -137,6 +137,11 @@ def unfreeze(model, from_layer=0, train_batchnorm=False):
     ```
     """
     _check_model(model)
+    if not isinstance(train_batchnorm, bool):
+        raise TypeError(
+            "`train_batchnorm` must be a bool. "
+            f"Received: train_batchnorm={train_batchnorm!r}"
+        )
     layers = list(getattr(model, "layers", ()))
     if not layers:
         raise ValueError(

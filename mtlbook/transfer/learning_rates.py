@@ -22,6 +22,7 @@ AdamW's decoupled weight decay uses the base learning rate for every group.
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -50,6 +51,42 @@ def _check_multipliers(multipliers):
     return checked
 
 
+def _check_positive_float(name, value, minimum=0.0, inclusive=False):
+    """Raises unless `value` is a finite real (not a bool) above `minimum`."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    above = is_number and (value >= minimum if inclusive else value > minimum)
+    if not is_number or not math.isfinite(value) or not above:
+        sign = ">=" if inclusive else ">"
+        raise ValueError(
+            f"`{name}` must be a finite float {sign} {minimum:g}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _matches(path, key):
+    """Whether the multiplier key `key` is `path` or a prefix of it."""
+    prefix = key.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _unmatched_key_error(key, paths):
+    """The `ValueError` for a multiplier key that matches no variable."""
+    layers = sorted({path.split("/")[0] for path in paths})
+    shown = ", ".join(repr(name) for name in layers[:12])
+    if len(layers) > 12:
+        shown += f", ... ({len(layers)} in all)"
+    examples = ", ".join(repr(path) for path in paths[:4])
+    return ValueError(
+        f"`multipliers` key {key!r} matches no variable this optimizer "
+        "was built with (a key must be a variable path or a prefix of "
+        "one ending at '/'). Only trainable variables reach the "
+        "optimizer: leave out keys of frozen layers and of non-trainable "
+        "state (BatchNormalization moving statistics). Available layers: "
+        f"[{shown}]; variable paths look like [{examples}]. "
+        f"Received: multipliers[{key!r}]"
+    )
+
+
 def multiplier_for(path, multipliers):
     """The factor of the longest key that is `path` or a prefix of it.
 
@@ -63,13 +100,28 @@ def multiplier_for(path, multipliers):
 
     Returns:
         float. The factor.
+
+    Example:
+
+    ```python
+    multiplier_for("block1_conv/kernel", {"block1_conv": 0.1})  # 0.1
+    ```
     """
+    if not isinstance(path, str):
+        raise TypeError(
+            "`path` must be a variable path (str). "
+            f"Received: path={path!r} of type {type(path).__name__}"
+        )
+    if not isinstance(multipliers, dict):
+        raise TypeError(
+            "`multipliers` must be a dict {variable path or prefix: "
+            f"factor}}. Received: multipliers={multipliers!r}"
+        )
+    multipliers = _check_multipliers(multipliers)
     best, factor = -1, 1.0
     for key, value in multipliers.items():
         prefix = key.rstrip("/")
-        if (path == prefix or path.startswith(prefix + "/")) and len(
-            prefix
-        ) > best:
+        if _matches(path, key) and len(prefix) > best:
             best, factor = len(prefix), value
     return factor
 
@@ -82,13 +134,26 @@ def discriminative_multipliers(groups, decay=2.6):
     the top group trains at the base rate, the one below at
     `rate / decay`, and so on, as in ULMFiT (decay 2.6).
 
+    Only the layers' trainable variables are listed (those an optimizer
+    receives): build the layers first (call the model once, or build it
+    from `keras.Input`), and call this with the layers frozen or unfrozen
+    as they will be during training, e.g. after `unfreeze`, so that the
+    moving statistics and frozen weights of BatchNormalization are left
+    out. Keys of variables the optimizer does not get raise a `ValueError`
+    when it is built.
+
     Args:
         groups: list of groups, bottom to top; each group is a layer or a
             list of layers.
-        decay: float > 0. Ratio between the rates of neighbouring groups.
+        decay: finite float > 0. Ratio between the rates of neighbouring
+            groups.
 
     Returns:
         dict `{variable path: factor}` for `LearningRateMultipliers`.
+
+    Raises:
+        ValueError: if a group holds no trainable variable (layers not
+            built yet, or frozen).
 
     Example:
 
@@ -103,12 +168,7 @@ def discriminative_multipliers(groups, decay=2.6):
         Howard and Ruder, 2018, "Universal Language Model Fine-tuning for
         Text Classification".
     """
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or (
-        not decay > 0
-    ):
-        raise ValueError(
-            f"`decay` must be a float > 0. Received: decay={decay!r}"
-        )
+    _check_positive_float("decay", decay)
     if not isinstance(groups, (list, tuple)) or not groups:
         raise ValueError(
             "`groups` must be a non-empty list of layers or lists of layers. "
@@ -118,14 +178,30 @@ def discriminative_multipliers(groups, decay=2.6):
     for index, group in enumerate(groups):
         layers = group if isinstance(group, (list, tuple)) else [group]
         factor = float(decay) ** -(len(groups) - 1 - index)
+        found = 0
         for layer in layers:
             if not isinstance(layer, keras.layers.Layer):
                 raise TypeError(
                     "`groups` must contain Keras layers. "
                     f"Received: {type(layer).__name__} in group {index}"
                 )
-            for variable in layer.weights:
+            for variable in layer.trainable_weights:
                 multipliers[variable.path] = factor
+                found += 1
+        if not found:
+            names = [getattr(layer, "name", layer) for layer in layers]
+            state = [
+                "unbuilt" if not layer.built else "frozen"
+                if not layer.trainable else "without trainable weights"
+                for layer in layers
+            ]
+            raise ValueError(
+                "`groups` must hold built, trainable layers with weights "
+                "(build the model first, e.g. from `keras.Input` or by "
+                "calling it once; unfreeze the layers). Received: group "
+                f"{index} {names} ({', '.join(state) or 'empty'}) with no "
+                "trainable variable"
+            )
     return multipliers
 
 
@@ -151,6 +227,11 @@ class LearningRateMultipliers:
     `learning_rate * multiplier_for(variable.path, multipliers)`. For SGD
     and Adam this scales the step of that variable by the factor exactly.
 
+    Every key must match at least one variable the optimizer is built
+    with (its trainable variables, at the start of `fit`): a misspelled
+    key, or one of a frozen layer, raises a `ValueError` naming the key
+    and the layers that are there, instead of being silently ignored.
+
     Args:
         multipliers: dict `{variable path or path prefix: factor >= 0}`;
             see `multiplier_for`. Unlisted variables use factor 1.
@@ -171,6 +252,10 @@ class LearningRateMultipliers:
         # variable (`variable.value`, a `tf.Variable` under TensorFlow) or,
         # under a `tf.distribute` strategy, one replica's component of it,
         # so every one of them is a key.
+        paths = [variable.path for variable in variables]
+        for key in self.multipliers:
+            if not any(_matches(path, key) for path in paths):
+                raise _unmatched_key_error(key, paths)
         self._factor_by_id = {}
         for variable in variables:
             factor = multiplier_for(variable.path, self.multipliers)
@@ -259,10 +344,10 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
     the same as `T - cut` when `T * cut_frac` is whole.)
 
     Args:
-        max_learning_rate: float > 0. Peak rate.
+        max_learning_rate: finite float > 0. Peak rate.
         total_steps: int >= 2. Number of training steps `T`.
         cut_fraction: float in (0, 1). Share of the steps spent warming up.
-        ratio: float >= 1. How much smaller the lowest rate is.
+        ratio: finite float >= 1. How much smaller the lowest rate is.
 
     Example:
 
@@ -279,31 +364,22 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(
         self, max_learning_rate, total_steps, cut_fraction=0.1, ratio=32.0
     ):
-        if isinstance(max_learning_rate, bool) or not isinstance(
-            max_learning_rate, (int, float)
-        ) or not max_learning_rate > 0:
-            raise ValueError(
-                "`max_learning_rate` must be a float > 0. "
-                f"Received: max_learning_rate={max_learning_rate!r}"
-            )
+        _check_positive_float("max_learning_rate", max_learning_rate)
         if isinstance(total_steps, bool) or not isinstance(
-            total_steps, int
+            total_steps, numbers.Integral
         ) or total_steps < 2:
             raise ValueError(
                 "`total_steps` must be an int >= 2. "
                 f"Received: total_steps={total_steps!r}"
             )
-        if not isinstance(cut_fraction, (int, float)) or not (
-            0.0 < cut_fraction < 1.0
-        ):
+        if isinstance(cut_fraction, bool) or not isinstance(
+            cut_fraction, (int, float)
+        ) or not 0.0 < cut_fraction < 1.0:
             raise ValueError(
-                "`cut_fraction` must be in (0, 1). "
+                "`cut_fraction` must be a float in (0, 1). "
                 f"Received: cut_fraction={cut_fraction!r}"
             )
-        if not isinstance(ratio, (int, float)) or not ratio >= 1.0:
-            raise ValueError(
-                f"`ratio` must be a float >= 1. Received: ratio={ratio!r}"
-            )
+        _check_positive_float("ratio", ratio, minimum=1.0, inclusive=True)
         self.max_learning_rate = float(max_learning_rate)
         self.total_steps = int(total_steps)
         self.cut_fraction = float(cut_fraction)

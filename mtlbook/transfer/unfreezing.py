@@ -59,6 +59,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 f"layers. Received: groups={groups!r}"
             )
         for index, group in enumerate(groups):
+            if not _group_layers(group):
+                raise ValueError(
+                    "`groups` must not contain empty groups. "
+                    f"Received: an empty group at index {index}"
+                )
             for layer in _group_layers(group):
                 if not isinstance(layer, keras.layers.Layer):
                     raise TypeError(
@@ -71,6 +76,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
             raise ValueError(
                 "`epochs_per_group` must be an int >= 1. "
                 f"Received: epochs_per_group={epochs_per_group!r}"
+            )
+        if not isinstance(train_batchnorm, bool):
+            raise TypeError(
+                "`train_batchnorm` must be a bool. "
+                f"Received: train_batchnorm={train_batchnorm!r}"
             )
         self.groups = [_group_layers(group) for group in groups]
         self.epochs_per_group = epochs_per_group
