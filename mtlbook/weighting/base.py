@@ -64,6 +64,98 @@ def check_task_gradients(task_gradients):
     return task_gradients
 
 
+def scale_task_gradients(task_gradients):
+    """Divides the task gradients by a power of two near their largest entry.
+
+    Gradient methods multiply gradients together: in float32, entries
+    around `1e20` overflow in a dot product and entries around `1e-30`
+    underflow to zero. Divided by `2^k`, `k = floor(log2(max |G_ij|))`,
+    every entry lies in `(-4, 4)` (`(-2, 2)` but for `log2`'s rounding):
+    the `T x T` dot products of the scaled gradients neither overflow nor
+    underflow (short of `D` near `1e38`), and a method that works on them
+    and multiplies its result back by the scale is scale-equivariant.
+    Dividing by a power of two is exact, so the scaled gradients carry the
+    same digits (and a method's result is bit for bit the one it had
+    without scaling, where that one was finite). Computed in float32
+    whatever the input's float dtype (float16 inputs do not lose their
+    small entries to a float16 epsilon). All-zero gradients get the
+    scale 1; non-finite entries stay non-finite.
+
+    Args:
+        task_gradients: `(T, D)` array-like, row `i` the flattened
+            gradient of task `i`'s loss.
+
+    Returns:
+        Tuple `(scaled, scale)`: the `(T, D)` float32 tensor
+        `task_gradients / scale` and the float32 scalar `scale`.
+
+    Example:
+
+    ```python
+    scaled, scale = scale_task_gradients([[3e20, 0.0], [0.0, -1e20]])
+    # scale = 2^68 (about 2.95e20), scaled = [[1.02, 0], [0, -0.34]]
+    ```
+    """
+    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
+    scale = _power_of_two_below(ops.max(ops.abs(gradients)))
+    return gradients / scale, scale
+
+
+def _power_of_two_below(value):
+    """`2^floor(log2(value))` for a positive float32 scalar, exactly."""
+    exponent = ops.floor(ops.log2(ops.where(value > 0.0, value, 1.0)))
+    exponent = ops.clip(ops.where(ops.isnan(exponent), 0.0, exponent),
+                        -126.0, 127.0)
+    # 2^|k| from the bits of |k|, a product of exact powers of two
+    # (`exp2` is not exact on every backend)
+    bits = ops.cast(ops.abs(exponent), "int32")
+    power = ops.ones((), "float32")
+    for bit in range(7):
+        is_set = ops.bitwise_and(ops.right_shift(bits, bit), 1) > 0
+        power = power * ops.where(is_set, float(2 ** 2 ** bit), 1.0)
+    return ops.where(exponent < 0.0, 1.0 / power, power)
+
+
+def normalized_gram_matrix(task_gradients):
+    """The Gram matrix `G G^T` divided by a power of two, without overflow.
+
+    The largest diagonal entry of the result lies in `[1, 2)` (`[0.5, 4)`
+    for `log2`'s rounding; an all-zero `G` gives zeros). When `G G^T` is
+    finite and its largest entry above `2^-60`, it is computed from `G`
+    directly (one matrix product, as `gram_matrix`) and divided;
+    otherwise (entries around `1e20` overflow, around `1e-30` underflow)
+    from `scale_task_gradients(G)`. Dividing by powers of two is exact, so
+    both give the same digits where both are finite: a gradient method
+    that works on the result has weights that do not change when the
+    gradients are scaled. Any float dtype is computed in float32.
+
+    Args:
+        task_gradients: `(T, D)` tensor.
+
+    Returns:
+        `(T, T)` float32 tensor.
+
+    Example:
+
+    ```python
+    normalized_gram_matrix([[1e20, 0.0], [1e20, 2e20]])  # [[1, 1], [1, 5]] / 4
+    ```
+    """
+    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
+    gram = gram_matrix(gradients)
+    largest = ops.max(ops.diagonal(gram))
+    direct = ops.all(ops.isfinite(gram)) & (largest >= 2.0 ** -60)
+
+    def from_gradients():
+        return gram / _power_of_two_below(largest)
+
+    def from_scaled():
+        scaled = gram_matrix(scale_task_gradients(gradients)[0])
+        return scaled / _power_of_two_below(ops.max(ops.diagonal(scaled)))
+
+    return ops.cond(direct, from_gradients, from_scaled)
+
+
 def gram_matrix(task_gradients):
     """The `(T, T)` matrix of dot products `g_i . g_j` of the task gradients.
 
@@ -183,7 +275,8 @@ class Strategy(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if num_tasks is not None and (
-            not isinstance(num_tasks, int) or num_tasks < 1
+            isinstance(num_tasks, bool) or not isinstance(num_tasks, int)
+            or num_tasks < 1
         ):
             raise ValueError(
                 "`num_tasks` must be a positive int or None. "
@@ -200,24 +293,28 @@ class Strategy(keras.layers.Layer):
             task_names: sequence of distinct task names, in the order of
                 the loss vectors the loop will pass.
         """
-        if isinstance(task_names, str) or not all(
-            isinstance(name, str) for name in task_names
-        ) or len(set(task_names)) != len(task_names) or not task_names:
+        names = None
+        if not isinstance(task_names, (str, bytes)):
+            try:
+                names = list(task_names)
+            except TypeError:  # not iterable (an int, a bool, ...)
+                names = None
+        if names is None or not all(
+            isinstance(name, str) for name in names
+        ) or len(set(names)) != len(names) or not names:
             raise ValueError(
                 "`task_names` must be a non-empty sequence of distinct "
                 f"strings. Received: task_names={task_names!r}"
             )
-        if self.task_names is not None and list(task_names) != list(
-            self.task_names
-        ):
+        if self.task_names is not None and names != list(self.task_names):
             raise ValueError(
                 f"`{type(self).__name__}` is already used for the tasks "
-                f"{self.task_names}. Received: task_names={list(task_names)}"
+                f"{self.task_names}. Received: task_names={names}"
             )
-        self.check_num_tasks(len(task_names))
-        self.task_names = list(task_names)
+        self.check_num_tasks(len(names))
+        self.task_names = names
         if not self.built:
-            self.build((len(task_names),))
+            self.build((len(names),))
 
     def check_num_tasks(self, num_tasks):
         """Raises `ValueError` when built for a different number of tasks.
@@ -225,6 +322,13 @@ class Strategy(keras.layers.Layer):
         Args:
             num_tasks: int. Number of tasks of the model using the strategy.
         """
+        if isinstance(num_tasks, bool) or not isinstance(
+            num_tasks, (int, np.integer)
+        ) or num_tasks < 1:
+            raise ValueError(
+                "`num_tasks` must be a positive int. "
+                f"Received: num_tasks={num_tasks!r}"
+            )
         if self.num_tasks is not None and self.num_tasks != num_tasks:
             raise ValueError(
                 f"`{type(self).__name__}` was built for "

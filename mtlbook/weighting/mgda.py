@@ -1,9 +1,25 @@
 """MGDA: the minimum-norm point of the task gradients' convex hull."""
 
 import keras
+import numpy as np
 from keras import ops
 
-from .base import GradientMethod, check_task_gradients, gram_matrix
+from .base import (
+    GradientMethod, check_task_gradients, normalized_gram_matrix)
+
+#: Up to this many tasks the minimum is solved exactly, on every support.
+MAX_EXACT_TASKS = 10
+
+
+def _check_iterations(max_iterations):
+    if isinstance(max_iterations, bool) or not isinstance(
+        max_iterations, (int, np.integer)
+    ) or max_iterations < 1:
+        raise ValueError(
+            "`max_iterations` must be an int >= 1. "
+            f"Received: max_iterations={max_iterations!r}"
+        )
+    return int(max_iterations)
 
 
 def _two_vector_min_norm(dot_11, dot_12, dot_22):
@@ -13,42 +29,84 @@ def _two_vector_min_norm(dot_11, dot_12, dot_22):
     return ops.clip(gamma, 0.0, 1.0)
 
 
-def mgda_weights(task_gradients, max_iterations=100):
-    """Task weights of the minimum-norm point in the gradients' hull.
-
-    Solves `min_{w in simplex} |sum_i w_i g_i|^2`. For two tasks the
-    closed form `w_1 = clip(((g_2 - g_1) . g_2) / |g_1 - g_2|^2, 0, 1)`,
-    `w_2 = 1 - w_1` is used; for more tasks Frank-Wolfe on the Gram matrix
-    `M = G G^T`: start at `w = 1/T`, pick `t = argmin_i (M w)_i`, move
-    `w <- gamma * w + (1 - gamma) * e_t` with the exact line search
-    `gamma` of the two-vector problem, `max_iterations` times.
+def _support_masks(num_tasks):
+    """The `2^T - 1` non-empty subsets of `T` tasks, as 0/1 rows.
 
     Args:
-        task_gradients: `(T, D)` tensor of per-task gradients.
-        max_iterations: int. Frank-Wolfe iterations (T > 2 only).
+        num_tasks: int >= 1.
 
     Returns:
-        `(T,)` tensor of weights on the simplex.
+        `(2^T - 1, T)` float32 NumPy array; row `k` has ones at the bits of
+        `k + 1`.
 
     Example:
 
     ```python
-    mgda_weights([[1.0, 0.0], [0.0, 2.0]])  # [0.8, 0.2]
+    _support_masks(2)  # [[1, 0], [0, 1], [1, 1]]
     ```
-
-    Reference:
-        Sener and Koltun, 2018, "Multi-Task Learning as Multi-Objective
-        Optimization".
     """
-    gradients = check_task_gradients(task_gradients)
-    gradients = ops.cast(gradients, "float32")
-    num_tasks = gradients.shape[0]
-    gram = gram_matrix(gradients)
-    if num_tasks == 1:
-        return ops.ones((1,))
-    if num_tasks == 2:
-        gamma = _two_vector_min_norm(gram[0, 0], gram[0, 1], gram[1, 1])
-        return ops.stack([gamma, 1.0 - gamma])
+    codes = np.arange(1, 2 ** num_tasks)
+    return ((codes[:, None] >> np.arange(num_tasks)) & 1).astype("float32")
+
+
+def _affine_minimizers(gram, right_hand_sides):
+    """Solves `M_SS y = r_S` (shifted) on every support `S` at once.
+
+    For every support `S` (`_support_masks`) it solves
+    `(M_SS + m 1 1^T + d I) y_S = r_S` with `y` zero outside `S`, where
+    `m` is the largest diagonal entry of `M` and `d = 1e-6 m`. The shift
+    `m 1 1^T` makes the matrix positive definite when the gradients of `S`
+    are affinely independent (the solution of the minimum-norm problem on
+    the affine hull is `y / sum(y)` with `r = 1`); the ridge `d I` keeps
+    every system solvable when they are not (duplicated gradients), and
+    such supports are never the only solution.
+
+    Args:
+        gram: `(T, T)` float32 Gram matrix.
+        right_hand_sides: `(T, R)` tensor, `R` right-hand sides.
+
+    Returns:
+        `(2^T - 1, T, R)` tensor of the solutions.
+
+    Example:
+
+    ```python
+    _affine_minimizers(ops.eye(2), ops.ones((2, 1)))[:, :, 0]
+    ```
+    """
+    num_tasks = gram.shape[0]
+    masks = ops.convert_to_tensor(_support_masks(num_tasks))
+    level = ops.max(ops.diagonal(gram))
+    level = ops.where(level > 0.0, level, 1.0)
+    identity = ops.eye(num_tasks)
+    inside = masks[:, :, None] * masks[:, None, :]
+    systems = (
+        inside * (gram + level)[None]
+        + (1.0 - masks)[:, :, None] * identity[None]
+        + (1e-6 * level) * masks[:, :, None] * identity[None]
+    )
+    right = masks[:, :, None] * right_hand_sides[None]
+    return ops.solve(systems, right)
+
+
+def _exact_weights(gram):
+    """Minimum-norm simplex weights by enumerating every support."""
+    num_tasks = gram.shape[0]
+    solutions = _affine_minimizers(gram, ops.ones((num_tasks, 1)))[:, :, 0]
+    weights = ops.maximum(solutions, 0.0)
+    total = ops.sum(weights, axis=1, keepdims=True)
+    weights = ops.where(total > 0.0, weights / ops.where(
+        total > 0.0, total, 1.0), 1.0 / num_tasks)
+    products = ops.matmul(weights, gram)  # row k: M w_k
+    squared_norms = ops.sum(weights * products, axis=1)
+    # duality gap of Frank-Wolfe: 0 exactly at the minimum (first order)
+    gaps = squared_norms - ops.min(products, axis=1)
+    gaps = ops.where(ops.isnan(gaps), np.inf, gaps)
+    return ops.take(weights, ops.argmin(gaps), axis=0)
+
+
+def _frank_wolfe_weights(gram, max_iterations):
+    num_tasks = gram.shape[0]
     identity = ops.eye(num_tasks)
 
     def step(_, weights):
@@ -66,6 +124,58 @@ def mgda_weights(task_gradients, max_iterations=100):
     return ops.fori_loop(0, max_iterations, step, weights)
 
 
+def mgda_weights(task_gradients, max_iterations=100):
+    """Task weights of the minimum-norm point in the gradients' hull.
+
+    Solves `min_{w in simplex} |sum_i w_i g_i|^2` on the Gram matrix
+    `M = G G^T` divided by a power of two (`normalized_gram_matrix`: no
+    overflow or underflow, and the weights do not change when the
+    gradients are scaled). For two
+    tasks the closed form
+    `w_1 = clip(((g_2 - g_1) . g_2) / |g_1 - g_2|^2, 0, 1)`,
+    `w_2 = 1 - w_1` is used. Up to `MAX_EXACT_TASKS` tasks the problem is
+    solved exactly: the minimum lies in the relative interior of the face
+    of some support `S`, where it is the minimum-norm point of the affine
+    hull of `{g_i, i in S}` (one small linear system); the `2^T - 1`
+    supports are solved at once, as one batch, and the candidate with the
+    smallest Frank-Wolfe duality gap `w.Mw - min_i (Mw)_i`, zero only at
+    the minimum, is kept. Beyond, Frank-Wolfe on `M`: start at `w = 1/T`,
+    pick `t = argmin_i (M w)_i`, move `w <- gamma w + (1 - gamma) e_t` with
+    the exact line search `gamma`, `max_iterations` times (approximate:
+    it converges slowly when the minimum lies on a face).
+
+    Args:
+        task_gradients: `(T, D)` tensor of per-task gradients.
+        max_iterations: int >= 1. Frank-Wolfe iterations (more than
+            `MAX_EXACT_TASKS` tasks only).
+
+    Returns:
+        `(T,)` float32 tensor of weights on the simplex.
+
+    Example:
+
+    ```python
+    mgda_weights([[1.0, 0.0], [0.0, 2.0]])  # [0.8, 0.2]
+    ```
+
+    Reference:
+        Sener and Koltun, 2018, "Multi-Task Learning as Multi-Objective
+        Optimization".
+    """
+    max_iterations = _check_iterations(max_iterations)
+    gradients = check_task_gradients(task_gradients)
+    num_tasks = gradients.shape[0]
+    if num_tasks == 1:
+        return ops.ones((1,))
+    gram = normalized_gram_matrix(gradients)
+    if num_tasks == 2:
+        gamma = _two_vector_min_norm(gram[0, 0], gram[0, 1], gram[1, 1])
+        return ops.stack([gamma, 1.0 - gamma])
+    if num_tasks <= MAX_EXACT_TASKS:
+        return _exact_weights(gram)
+    return _frank_wolfe_weights(gram, max_iterations)
+
+
 @keras.saving.register_keras_serializable(package="mtlbook")
 class MGDA(GradientMethod):
     """Gradient method layer: the min-norm combination of task gradients.
@@ -75,7 +185,8 @@ class MGDA(GradientMethod):
     weights are `1/T`, so learning rates carry over from equal weighting.
 
     Args:
-        max_iterations: int. Frank-Wolfe iterations for more than 2 tasks.
+        max_iterations: int >= 1. Frank-Wolfe iterations for more than
+            `MAX_EXACT_TASKS` tasks (see `mgda_weights`).
         num_tasks: optional int. Number of tasks (inferred when built).
         **kwargs: Base layer arguments (`name`, ...).
 
@@ -84,7 +195,7 @@ class MGDA(GradientMethod):
         step: ignored (kept for a common signature).
 
     Returns:
-        `(D,)` tensor.
+        `(D,)` float32 tensor (whatever the input's float dtype).
 
     Reference:
         Sener and Koltun, 2018, "Multi-Task Learning as Multi-Objective
@@ -93,11 +204,11 @@ class MGDA(GradientMethod):
 
     def __init__(self, max_iterations=100, num_tasks=None, **kwargs):
         super().__init__(num_tasks=num_tasks, **kwargs)
-        self.max_iterations = int(max_iterations)
+        self.max_iterations = _check_iterations(max_iterations)
 
     def call(self, task_gradients, step=0):
         del step
-        gradients = ops.convert_to_tensor(task_gradients)
+        gradients = ops.cast(check_task_gradients(task_gradients), "float32")
         weights = mgda_weights(gradients, self.max_iterations)
         num_tasks = gradients.shape[0]
         return num_tasks * ops.matmul(weights, gradients)

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from .base import GradientMethod, check_task_gradients, gram_matrix
+from .base import (
+    GradientMethod, check_task_gradients, normalized_gram_matrix)
 
 
 def _mix(value):
@@ -39,7 +40,9 @@ def task_order(num_tasks, seed=None, step=0):
     task_order(4, seed=0, step=7)  # the same 4 indices every time
     ```
     """
-    if not isinstance(num_tasks, int) or num_tasks < 1:
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or (
+        num_tasks < 1
+    ):
         raise ValueError(
             f"`num_tasks` must be a positive int. Received: "
             f"num_tasks={num_tasks!r}"
@@ -62,7 +65,11 @@ def pcgrad_weights(task_gradients, seed=None, step=0):
     `p_i = sum_j A_ij g_j`, so PCGrad runs on the `T x T` Gram matrix
     `M = G G^T` (`p_i . g_j = (A M)_ij`) and touches the `D`-dimensional
     gradients only to form `M` and the final sum: its cost is one `(T, D)`
-    matrix product, not `T^2` passes over `D` entries.
+    matrix product, not `T^2` passes over `D` entries. The Gram matrix is
+    divided by a power of two (`normalized_gram_matrix`, from scaled
+    gradients where needed), so `M` neither overflows nor underflows and
+    the weights do not change when the gradients are scaled; a task with
+    a zero gradient is never projected on.
 
     Args:
         task_gradients: `(T, D)` tensor of per-task gradients.
@@ -71,9 +78,13 @@ def pcgrad_weights(task_gradients, seed=None, step=0):
     Returns:
         `(T,)` float32 tensor, `w_j = sum_i A_ij`.
     """
-    gradients = ops.cast(check_task_gradients(task_gradients), "float32")
-    num_tasks = gradients.shape[0]
-    gram = gram_matrix(gradients)
+    gram = normalized_gram_matrix(task_gradients)
+    return _weights_of_gram(gram, seed, step)
+
+
+def _weights_of_gram(gram, seed, step):
+    """`pcgrad_weights` from the (normalized) Gram matrix."""
+    num_tasks = gram.shape[0]
     identity = ops.eye(num_tasks)
     task_index = ops.arange(num_tasks, dtype="int32")
     if num_tasks <= 2:
@@ -86,9 +97,10 @@ def pcgrad_weights(task_gradients, seed=None, step=0):
     for position in range(num_tasks):
         other = order[position]
         dots = ops.matmul(combination, ops.take(gram, other, axis=1))
-        coefficient = ops.minimum(dots, 0.0) / ops.maximum(
-            ops.take(ops.diagonal(gram), other), 1e-20
-        )
+        squared_norm = ops.take(ops.diagonal(gram), other)
+        coefficient = ops.minimum(dots, 0.0) / ops.where(
+            squared_norm > 0.0, squared_norm, 1.0)
+        # a zero row has a zero column in `gram`: its coefficients are 0
         coefficient = ops.where(task_index == other, 0.0, coefficient)
         corner = ops.take(identity, other, axis=0)
         combination = combination - coefficient[:, None] * corner[None, :]
@@ -103,7 +115,9 @@ def pcgrad(task_gradients, seed=None, step=0):
     in order `o`, if `p_i . g_j < 0` (conflict with task `j`'s *original*
     gradient), `p_i <- p_i - (p_i . g_j) / |g_j|^2 * g_j`. The update is
     `sum_i p_i`. Gradients that do not conflict pass unchanged. Computed on
-    the Gram matrix (`pcgrad_weights`).
+    the Gram matrix (`pcgrad_weights`), in float32: the result is float32
+    whatever the input's float dtype (a float16 input is not cast back,
+    where the sum of the projected gradients could overflow).
 
     Args:
         task_gradients: `(T, D)` tensor, row `i` the flattened gradient of
@@ -113,7 +127,7 @@ def pcgrad(task_gradients, seed=None, step=0):
         step: int or integer tensor (e.g. the training step).
 
     Returns:
-        `(D,)` tensor, the summed projected gradients.
+        `(D,)` float32 tensor, the summed projected gradients.
 
     Example:
 
@@ -125,7 +139,7 @@ def pcgrad(task_gradients, seed=None, step=0):
         Yu et al., 2020, "Gradient Surgery for Multi-Task Learning".
     """
     gradients = ops.cast(check_task_gradients(task_gradients), "float32")
-    weights = pcgrad_weights(gradients, seed, step)
+    weights = _weights_of_gram(normalized_gram_matrix(gradients), seed, step)
     return ops.matmul(weights, gradients)
 
 
@@ -155,7 +169,7 @@ class PCGrad(GradientMethod):
 
     def __init__(self, seed=0, num_tasks=None, **kwargs):
         super().__init__(num_tasks=num_tasks, **kwargs)
-        if not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"`seed` must be an int. Received: seed={seed!r}")
         self.seed = seed
 
