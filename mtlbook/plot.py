@@ -3,10 +3,78 @@
 This is the only mtlbook module that imports matplotlib.
 """
 
+import math
 import numbers
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap
+
+
+def _shown(value):
+    """A short text of `value` for an error message."""
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"a {type(value).__name__}"
+
+
+def _check_bool(argument, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{argument}` must be a bool. Received: {argument}={value!r}"
+        )
+
+
+def _check_positive_int(argument, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(
+            f"`{argument}` must be a positive int. "
+            f"Received: {argument}={_shown(value)}"
+        )
+    if value < 1:
+        raise ValueError(
+            f"`{argument}` must be a positive int. "
+            f"Received: {argument}={value!r}"
+        )
+
+
+def _check_axis(axis):
+    if axis is not None and not isinstance(axis, Axes):
+        raise TypeError(
+            "`axis` must be a matplotlib Axes or None. "
+            f"Received: axis={_shown(axis)}"
+        )
+
+
+def _numbers(argument, values):
+    """`values` as a float64 array of finite numbers.
+
+    Raises a TypeError naming `argument` when `values` are not numbers
+    (strings, None, bools, objects) and a ValueError at the first NaN or
+    infinite entry.
+    """
+    array = None
+    if not isinstance(values, (str, bytes)) and values is not None:
+        array = np.asarray(values)
+    if array is None or array.dtype.kind not in "iuf":
+        kind = "" if array is None else f" (dtype {array.dtype})"
+        raise TypeError(
+            f"`{argument}` must be numbers. "
+            f"Received: {argument}={_shown(values)}{kind}"
+        )
+    array = array.astype("float64")
+    bad = np.flatnonzero(~np.isfinite(array.ravel()))
+    if len(bad):
+        raise ValueError(
+            f"`{argument}` must be finite numbers. Received: "
+            f"{argument}[{bad[0]}]={float(array.ravel()[bad[0]])!r}"
+        )
+    return array
 
 
 def _history_dict(history):
@@ -77,21 +145,63 @@ def image_grid(images, labels=None, columns=8, cmap="gray"):
     """Shows images in a grid, optionally titled with their labels.
 
     Args:
-        images: array `(n, h, w)` or `(n, h, w, c)` with c in {1, 3}.
-        labels: optional sequence of n titles.
+        images: array `(n, h, w)` or `(n, h, w, c)` with c in {1, 3, 4}
+            (grey, RGB, RGBA).
+        labels: optional sequence of n titles, one per image.
         columns: int. Images per row.
-        cmap: colour map for grey images.
+        cmap: colour map for grey images: a Matplotlib colour map or its
+            name, or None for Matplotlib's default.
 
     Returns:
         A matplotlib Figure.
+
+    Example:
+
+    ```python
+    image_grid(x_train[:8], labels=[str(d) for d in y_train[:8]], columns=4)
+    ```
     """
+    if images is None or isinstance(images, (str, bytes)):
+        raise TypeError(
+            "`images` must be an array (n, h, w[, c]). "
+            f"Received: images={images!r}"
+        )
     images = np.asarray(images)
+    if images.dtype.kind not in "biuf":
+        raise TypeError(
+            "`images` must be an array of numbers (n, h, w[, c]). "
+            f"Received: images of dtype {images.dtype}"
+        )
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    if images.ndim not in (3, 4) or len(images) == 0:
+    if (images.ndim not in (3, 4) or len(images) == 0
+            or images.ndim == 4 and images.shape[-1] not in (3, 4)):
         raise ValueError(
-            "`images` must be a non-empty array (n, h, w[, c]). "
-            f"Received: images.shape={images.shape}"
+            "`images` must be a non-empty array (n, h, w) or (n, h, w, c) "
+            f"with c in {{1, 3, 4}}. Received: images.shape={images.shape}"
+        )
+    if labels is not None:
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+            raise TypeError(
+                "`labels` must be a sequence of titles, one per image, or "
+                f"None. Received: labels={_shown(labels)}"
+            )
+        if len(labels) != len(images):
+            raise ValueError(
+                f"`labels` must have one entry per image ({len(images)}). "
+                f"Received: {len(labels)} labels, labels={_shown(labels)}"
+            )
+    _check_positive_int("columns", columns)
+    if isinstance(cmap, str):
+        if cmap not in matplotlib.colormaps:
+            raise ValueError(
+                "`cmap` must name a Matplotlib colour map (e.g. 'gray', "
+                f"'viridis'). Received: cmap={cmap!r}"
+            )
+    elif cmap is not None and not isinstance(cmap, Colormap):
+        raise TypeError(
+            "`cmap` must be a Matplotlib colour map, its name or None. "
+            f"Received: cmap={_shown(cmap)}"
         )
     rows = int(np.ceil(len(images) / columns))
     figure, axes = plt.subplots(
@@ -112,8 +222,9 @@ def plot_curves_with_spread(curves, xlabel, ylabel, title=None, log_x=True):
 
     Args:
         curves: dict `{name: (x, mean, std)}`; each a sequence of equal
-            length (e.g. labelled examples per class, mean accuracy over
-            seeds, its standard deviation).
+            length of finite numbers (e.g. labelled examples per class,
+            mean accuracy over seeds, its standard deviation, >= 0). With
+            `log_x`, every x must be > 0.
         xlabel: str. Label of the x axis.
         ylabel: str. Label of the y axis.
         title: optional axes title.
@@ -135,16 +246,43 @@ def plot_curves_with_spread(curves, xlabel, ylabel, title=None, log_x=True):
             "`curves` must be a non-empty dict {name: (x, mean, std)}. "
             f"Received: curves={type(curves).__name__}"
         )
-    figure, axis = plt.subplots(figsize=(5.5, 3.5))
+    _check_bool("log_x", log_x)
+    checked = {}
     for name, values in curves.items():
-        if len(values) != 3 or not len(values[0]) == len(values[1]) == len(
-            values[2]
-        ):
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise TypeError(
+                "`curves` values must be (x, mean, std). "
+                f"Received: curves[{name!r}]={_shown(values)}"
+            )
+        if len(values) != 3:
             raise ValueError(
                 "`curves` values must be (x, mean, std) of equal lengths. "
                 f"Received: curves[{name!r}] with {len(values)} parts"
             )
-        x, mean, std = (np.asarray(v, dtype="float64") for v in values)
+        x, mean, std = (
+            _numbers(f"curves[{name!r}] {part}", value).ravel()
+            for part, value in zip(("x", "mean", "std"), values)
+        )
+        if not len(x) == len(mean) == len(std) or len(x) == 0:
+            raise ValueError(
+                "`curves` values must be (x, mean, std) of equal, non-zero "
+                f"lengths. Received: curves[{name!r}] with lengths "
+                f"{len(x)}, {len(mean)}, {len(std)}"
+            )
+        if (std < 0).any():
+            raise ValueError(
+                "`curves` standard deviations must be >= 0. Received: "
+                f"curves[{name!r}] std={float(std.min())!r}"
+            )
+        if log_x and (x <= 0).any():
+            raise ValueError(
+                "`curves` x values must be > 0 on a logarithmic x axis; pass "
+                f"log_x=False to plot them. Received: curves[{name!r}] "
+                f"x={float(x.min())!r}"
+            )
+        checked[name] = x, mean, std
+    figure, axis = plt.subplots(figsize=(5.5, 3.5))
+    for name, (x, mean, std) in checked.items():
         axis.plot(x, mean, marker="o", label=name)
         axis.fill_between(x, mean - std, mean + std, alpha=0.2)
     if log_x:
@@ -162,8 +300,8 @@ def plot_task_weights(weights, tasks, title=None, axis=None, log_y=False,
     """Plots each task's loss weight over training steps.
 
     Args:
-        weights: array `(steps, T)`, e.g.
-            `np.array(TaskWeightHistory().weights)`.
+        weights: array `(steps, T)` of finite numbers, e.g.
+            `np.array(TaskWeightHistory().weights)`; > 0 with `log_y`.
         tasks: sequence of the `T` task names.
         title: optional axis title.
         axis: optional matplotlib Axes to draw on.
@@ -183,19 +321,35 @@ def plot_task_weights(weights, tasks, title=None, axis=None, log_y=False,
     plot_task_weights(recorder.weights, ["shape", "x"], log_y=True)
     ```
     """
+    values = _numbers("weights", weights)
     weights = np.asarray(weights)
-    if weights.ndim != 2 or weights.shape[1] != len(tasks):
+    if isinstance(tasks, (str, bytes)) or not hasattr(tasks, "__len__"):
+        raise TypeError(
+            "`tasks` must be a sequence of task names. "
+            f"Received: tasks={_shown(tasks)}"
+        )
+    if (weights.ndim != 2 or weights.shape[1] != len(tasks)
+            or len(weights) == 0):
         raise ValueError(
-            "`weights` must have shape (steps, len(tasks)). "
+            "`weights` must have shape (steps, len(tasks)) with steps >= 1. "
             f"Received: weights.shape={weights.shape}, tasks={list(tasks)}"
         )
     if steps_per_epoch is not None and (
-        not isinstance(steps_per_epoch, numbers.Integral) or steps_per_epoch < 1
+        isinstance(steps_per_epoch, (bool, np.bool_))
+        or not isinstance(steps_per_epoch, numbers.Integral)
+        or steps_per_epoch < 1
     ):
         raise ValueError(
             "`steps_per_epoch` must be a positive int or None. "
             f"Received: steps_per_epoch={steps_per_epoch!r}"
         )
+    _check_bool("log_y", log_y)
+    if log_y and (values <= 0).any():
+        raise ValueError(
+            "`weights` must be > 0 on a logarithmic axis; pass log_y=False "
+            f"to plot them. Received: weights.min()={float(values.min())!r}"
+        )
+    _check_axis(axis)
     if axis is None:
         figure, axis = plt.subplots(figsize=(5, 3))
     else:
@@ -221,8 +375,8 @@ def plot_gradient_conflict(cosines, window=10, title=None, bins=30):
     order); the histogram shades that region.
 
     Args:
-        cosines: sequence of per-step mean pairwise cosines (e.g.
-            `GradientConflictHistory().cosines`).
+        cosines: non-empty sequence of finite per-step mean pairwise
+            cosines (e.g. `GradientConflictHistory().cosines`).
         window: int. Width of the moving average drawn over time.
         title: optional figure title.
         bins: int. Number of histogram bins.
@@ -238,16 +392,17 @@ def plot_gradient_conflict(cosines, window=10, title=None, bins=30):
     plot_gradient_conflict(conflict.cosines, title="equal weighting")
     ```
     """
-    cosines = np.asarray(cosines, dtype="float64")
+    given = cosines
+    cosines = _numbers("cosines", cosines)
     if cosines.ndim != 1 or len(cosines) == 0:
         raise ValueError(
             "`cosines` must be a non-empty 1-D sequence. "
-            f"Received: shape={cosines.shape}"
+            f"Received: cosines={_shown(given)}"
+            + ("" if isinstance(given, np.ndarray)
+               else f" of shape {cosines.shape}")
         )
-    if not isinstance(window, numbers.Integral) or window < 1:
-        raise ValueError(
-            f"`window` must be a positive int. Received: window={window!r}"
-        )
+    _check_positive_int("window", window)
+    _check_positive_int("bins", bins)
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.hist(cosines, bins=bins, color="tab:blue")
     low = min(cosines.min(), 0.0)
@@ -279,14 +434,14 @@ def plot_seed_spread(results, ylabel, title=None, axis=None, reference=None,
     reader sees at once whether two methods differ by more than the seeds do.
 
     Args:
-        results: dict `{name: sequence of per-seed values}`, e.g. test
-            accuracies of three seeds per method.
+        results: dict `{name: sequence of per-seed values}`, finite
+            numbers, e.g. test accuracies of three seeds per method.
         ylabel: str. Label of the value axis, with units where there are
             units.
         title: optional axis title.
         axis: optional matplotlib Axes to draw on.
-        reference: optional float. Draws a dashed horizontal line there
-            (e.g. chance accuracy).
+        reference: optional finite float. Draws a dashed horizontal line
+            there (e.g. chance accuracy).
         reference_label: optional str. Legend entry of that line; by
             default `"reference (<value>)"`.
 
@@ -305,17 +460,39 @@ def plot_seed_spread(results, ylabel, title=None, axis=None, reference=None,
             "`results` must be a non-empty dict {name: per-seed values}. "
             f"Received: results={type(results).__name__}"
         )
-    if axis is None:
-        figure, axis = plt.subplots(figsize=(1.2 * len(results) + 2, 3))
-    else:
-        figure = axis.figure
-    for position, (name, values) in enumerate(results.items()):
-        values = np.asarray(values, dtype="float64").ravel()
+    checked = {}
+    for name, values in results.items():
+        values = _numbers(f"results[{name!r}]", values).ravel()
         if len(values) == 0:
             raise ValueError(
                 "`results` values must be non-empty sequences. "
                 f"Received: results[{name!r}] with 0 values"
             )
+        checked[name] = values
+    if reference is not None:
+        if isinstance(reference, (bool, np.bool_)) or not isinstance(
+            reference, numbers.Real
+        ):
+            raise TypeError(
+                "`reference` must be a finite float or None. "
+                f"Received: reference={_shown(reference)}"
+            )
+        if not math.isfinite(reference):
+            raise ValueError(
+                "`reference` must be a finite float or None. "
+                f"Received: reference={reference!r}"
+            )
+    if reference_label is not None and not isinstance(reference_label, str):
+        raise TypeError(
+            "`reference_label` must be a str or None. "
+            f"Received: reference_label={_shown(reference_label)}"
+        )
+    _check_axis(axis)
+    if axis is None:
+        figure, axis = plt.subplots(figsize=(1.2 * len(results) + 2, 3))
+    else:
+        figure = axis.figure
+    for position, (name, values) in enumerate(checked.items()):
         std = values.std(ddof=1) if len(values) > 1 else 0.0
         axis.errorbar(position, values.mean(), yerr=std, fmt="o",
                       color="tab:blue", capsize=4,

@@ -32,6 +32,20 @@ def _check_name(argument, name):
         )
 
 
+def _shown(value):
+    """A short text of `value` for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"a {type(value).__name__}"
+
+
+def _check_path(argument, value, expected):
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"`{argument}` must be {expected}. "
+            f"Received: {argument}={_shown(value)}"
+        )
+
+
 def _environment():
     import sys
 
@@ -106,6 +120,8 @@ def store(chapter, tables=None, numbers=None, figures=None, directory=None):
         The path of the JSON file written, or None.
     """
     _check_name("chapter", chapter)
+    if directory is not None:
+        _check_path("directory", directory, "a str, a path or None")
     directory = directory or os.environ.get(DIRECTORY_VARIABLE)
     if not directory:
         return None
@@ -124,6 +140,12 @@ def store(chapter, tables=None, numbers=None, figures=None, directory=None):
             raise TypeError(
                 f"`tables[{name!r}]` must be a pandas DataFrame. Received: "
                 f"{type(table).__name__}"
+            )
+    for name, figure in figures.items():
+        if not callable(getattr(figure, "savefig", None)):
+            raise TypeError(
+                f"`figures[{name!r}]` must be a matplotlib Figure. "
+                f"Received: figures[{name!r}]={_shown(figure)}"
             )
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -158,7 +180,17 @@ def code_hash(notebook):
 
     Args:
         notebook: str or path of an `.ipynb` file.
+
+    Returns:
+        The hexadecimal digest, a str of 64 characters.
+
+    Example:
+
+    ```python
+    code_hash("book/multitask/loss_weighting.ipynb")
+    ```
     """
+    _check_path("notebook", notebook, "a str or path of an .ipynb file")
     cells = json.loads(pathlib.Path(notebook).read_text())["cells"]
     digest = hashlib.sha256()
     for cell in cells:
@@ -197,6 +229,8 @@ def load(chapter, directory=None):
         stored run exists.
     """
     _check_name("chapter", chapter)
+    if directory is not None:
+        _check_path("directory", directory, "a str, a path or None")
     path = _find(chapter, directory)
     if path is None or not path.is_file():
         return None
@@ -220,7 +254,26 @@ def load(chapter, directory=None):
 
 
 def provenance(record):
-    """One line: size, date, commit, hardware and run time of a record."""
+    """One line: size, date, commit, hardware and run time of a record.
+
+    Args:
+        record: dict. A record returned by `load`; missing entries show
+            as `?` (or are left out).
+
+    Returns:
+        A str of Markdown.
+
+    Example:
+
+    ```python
+    print(provenance(load("loss_weighting")))
+    ```
+    """
+    if not isinstance(record, dict):
+        raise TypeError(
+            "`record` must be a dict returned by `load`. "
+            f"Received: record={_shown(record)}"
+        )
     hardware = record.get("hardware", {})
     gpus = hardware.get("gpus") or []
     where = (f"{len(gpus)} GPU(s)" if gpus else
@@ -228,14 +281,16 @@ def provenance(record):
              f"({hardware.get('machine', '?')})")
     seconds = record.get("run_time_s")
     took = f", {seconds / 60:.1f} min" if seconds is not None else ""
-    commit = record.get("commit", "uncommitted")[:10]
+    commit = str(record["commit"])[:10] if record.get("commit") else (
+        "uncommitted")
     versions = record.get("versions", {})
     stack = ", ".join(f"{k} {v}" for k, v in versions.items()
                       if k in ("keras", "tensorflow"))
     if record.get("uncommitted_changes"):
         commit += "` plus the chapter's then uncommitted edits, code `"
         commit += record.get("code_hash", "?")[:10]
-    return (f"size `{record.get('size')}`, run {record.get('date', '?')[:10]} "
+    size, date = record.get("size", "?"), record.get("date", "?")[:10]
+    return (f"size `{size}`, run {date} "
             f"at commit `{commit}` on {where}{took}; {stack}")
 
 

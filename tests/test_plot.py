@@ -121,3 +121,156 @@ def test_plot_seed_spread_draws_error_bars_and_seeds():
         plot.plot_seed_spread({}, "accuracy")
     with pytest.raises(ValueError, match="results"):
         plot.plot_seed_spread({"a": []}, "accuracy")
+
+
+# ------------------------------------------------------------ input checks
+IMAGES = np.zeros((3, 4, 4))
+WEIGHTS = np.ones((4, 2))
+COSINES = np.linspace(-1.0, 1.0, 20)
+CURVE = ([1, 2], [0.5, 0.6], [0.1, 0.1])
+
+
+def test_image_grid_accepts_rgba_a_colour_map_object_and_numpy_ints():
+    import matplotlib
+
+    figure = plot.image_grid(np.zeros((2, 4, 4, 4)), columns=np.int64(2))
+    assert len(figure.axes) == 2
+    figure = plot.image_grid(IMAGES, cmap=matplotlib.colormaps["viridis"])
+    assert figure.axes[0].images[0].get_cmap().name == "viridis"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"images": None}, TypeError, "`images`.*images=None"),
+    ({"images": np.array([["a"]])}, TypeError, "`images`.*dtype"),
+    ({"images": np.zeros((3, 4, 4, 2))}, ValueError,
+     r"`images`.*shape=\(3, 4, 4, 2\)"),
+    ({"labels": ["a"]}, ValueError, r"`labels`.*one entry per image \(3\)"),
+    ({"labels": []}, ValueError, r"`labels`.*labels=\[\]"),
+    ({"labels": "abc"}, TypeError, "`labels`.*labels='abc'"),
+    ({"columns": 0}, ValueError, "`columns`.*columns=0"),
+    ({"columns": -1}, ValueError, "`columns`.*columns=-1"),
+    ({"columns": 1.5}, TypeError, "`columns`.*columns=1.5"),
+    ({"columns": True}, TypeError, "`columns`.*columns=True"),
+    ({"columns": "2"}, TypeError, "`columns`.*columns='2'"),
+    ({"columns": None}, TypeError, "`columns`.*columns=None"),
+    ({"cmap": "no_such_cmap"}, ValueError, "`cmap`.*cmap='no_such_cmap'"),
+    ({"cmap": 1}, TypeError, "`cmap`.*cmap=1"),
+])
+def test_image_grid_rejects_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.image_grid(**{"images": IMAGES, **kwargs})
+
+
+@pytest.mark.parametrize("value", ["False", 1, 0, None])
+def test_flags_must_be_bools(value):
+    with pytest.raises(TypeError, match=f"`log_x`.*log_x={value!r}"):
+        plot.plot_curves_with_spread({"m": CURVE}, "x", "y", log_x=value)
+    with pytest.raises(TypeError, match=f"`log_y`.*log_y={value!r}"):
+        plot.plot_task_weights(WEIGHTS, ["a", "b"], log_y=value)
+
+
+def test_flags_accept_numpy_bools():
+    figure = plot.plot_curves_with_spread({"m": CURVE}, "x", "y",
+                                          log_x=np.bool_(False))
+    assert figure.axes[0].get_xscale() == "linear"
+
+
+@pytest.mark.parametrize("axis", ["axis", 1, np.zeros(2)])
+def test_axis_must_be_matplotlib_axes(axis):
+    with pytest.raises(TypeError, match="`axis`.*Received: axis="):
+        plot.plot_task_weights(WEIGHTS, ["a", "b"], axis=axis)
+    with pytest.raises(TypeError, match="`axis`.*Received: axis="):
+        plot.plot_seed_spread({"m": [0.5, 0.6]}, "y", axis=axis)
+
+
+@pytest.mark.parametrize("curve, error, match", [
+    (([1, 2], [float("nan"), 0.6], [0.1, 0.1]), ValueError,
+     r"`curves\['m'\] mean`.*mean\[0\]=nan"),
+    (([1, 2], [0.5, 0.6], [0.1, float("inf")]), ValueError,
+     r"`curves\['m'\] std`.*std\[1\]=inf"),
+    (([1, 2], [0.5, 0.6], [-0.1, 0.1]), ValueError,
+     r"`curves` standard deviations must be >= 0.*std=-0.1"),
+    (([0, 1], [0.5, 0.6], [0.1, 0.1]), ValueError,
+     r"`curves` x values must be > 0 on a logarithmic.*x=0.0"),
+    (([1, 2], "ab", [0.1, 0.1]), TypeError, r"`curves\['m'\] mean`.*'ab'"),
+    (([1, 2], [True, False], [0.1, 0.1]), TypeError,
+     r"`curves\['m'\] mean`.*dtype bool"),
+    (([], [], []), ValueError, "non-zero lengths"),
+    (0.5, TypeError, r"`curves` values.*curves\['m'\]=0.5"),
+])
+def test_plot_curves_with_spread_rejects_values_that_make_no_sense(
+        curve, error, match):
+    with pytest.raises(error, match=match):
+        plot.plot_curves_with_spread({"m": curve}, "x", "y")
+
+
+def test_plot_curves_with_spread_plots_x_zero_on_a_linear_axis():
+    figure = plot.plot_curves_with_spread(
+        {"m": ([0, 1], [0.5, 0.6], [0.0, 0.1])}, "x", "y", log_x=False)
+    assert figure.axes[0].get_xscale() == "linear"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"weights": None}, TypeError, "`weights`.*weights=None"),
+    ({"weights": np.full((4, 2), np.nan)}, ValueError,
+     r"`weights`.*weights\[0\]=nan"),
+    ({"weights": np.ones((0, 2))}, ValueError, r"`weights`.*\(0, 2\)"),
+    ({"tasks": None}, TypeError, "`tasks`.*tasks=None"),
+    ({"tasks": "ab"}, TypeError, "`tasks`.*tasks='ab'"),
+    ({"steps_per_epoch": True}, ValueError,
+     "`steps_per_epoch`.*steps_per_epoch=True"),
+    ({"steps_per_epoch": 1.5}, ValueError,
+     "`steps_per_epoch`.*steps_per_epoch=1.5"),
+    ({"weights": np.array([[1.0, 0.0]]), "log_y": True}, ValueError,
+     r"`weights` must be > 0 on a logarithmic axis.*weights.min\(\)=0.0"),
+])
+def test_plot_task_weights_rejects_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.plot_task_weights(**{"weights": WEIGHTS, "tasks": ["a", "b"],
+                                  **kwargs})
+
+
+def test_plot_task_weights_plots_zero_weights_on_a_linear_axis():
+    figure = plot.plot_task_weights(np.array([[1.0, 0.0]]), ["a", "b"])
+    assert figure.axes[0].get_yscale() == "linear"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"cosines": []}, ValueError, r"`cosines`.*cosines=\[\]"),
+    ({"cosines": None}, TypeError, "`cosines`.*cosines=None"),
+    ({"cosines": "0.5"}, TypeError, "`cosines`.*cosines='0.5'"),
+    ({"cosines": np.ones((2, 2))}, ValueError,
+     r"`cosines`.*array of shape \(2, 2\)"),
+    ({"cosines": [float("nan"), 0.5]}, ValueError,
+     r"`cosines`.*cosines\[0\]=nan"),
+    ({"window": True}, TypeError, "`window`.*window=True"),
+    ({"window": 0}, ValueError, "`window`.*window=0"),
+    ({"bins": 0}, ValueError, "`bins`.*bins=0"),
+    ({"bins": -1}, ValueError, "`bins`.*bins=-1"),
+    ({"bins": True}, TypeError, "`bins`.*bins=True"),
+    ({"bins": 1.5}, TypeError, "`bins`.*bins=1.5"),
+    ({"bins": "30"}, TypeError, "`bins`.*bins='30'"),
+    ({"bins": None}, TypeError, "`bins`.*bins=None"),
+])
+def test_plot_gradient_conflict_rejects_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.plot_gradient_conflict(**{"cosines": COSINES, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"results": {"m": [float("nan"), 0.5]}}, ValueError,
+     r"`results\['m'\]`.*results\['m'\]\[0\]=nan"),
+    ({"results": {"m": "0.5"}}, TypeError,
+     r"`results\['m'\]`.*results\['m'\]='0.5'"),
+    ({"results": {"m": None}}, TypeError, r"`results\['m'\]`.*=None"),
+    ({"reference": float("nan")}, ValueError, "`reference`.*reference=nan"),
+    ({"reference": float("inf")}, ValueError, "`reference`.*reference=inf"),
+    ({"reference": True}, TypeError, "`reference`.*reference=True"),
+    ({"reference": "0.5"}, TypeError, "`reference`.*reference='0.5'"),
+    ({"reference": 0.5, "reference_label": 1}, TypeError,
+     "`reference_label`.*reference_label=1"),
+])
+def test_plot_seed_spread_rejects_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.plot_seed_spread(**{"results": {"m": [0.5, 0.6]}, "ylabel": "y",
+                                 **kwargs})

@@ -7,6 +7,7 @@ chapter whose code cells changed after its full-size run fails here until
 
 import json
 import pathlib
+import re
 
 import matplotlib
 
@@ -133,3 +134,36 @@ def test_multi_index_tables_round_trip(tmp_path):
     (tmp_path / "multi.json").write_text(json.dumps(record))
     loaded = results.load("multi", tmp_path)["tables"]["t"]
     assert list(loaded.columns) == [("mean", "a"), ("std", "a")]
+
+
+def test_store_rejects_a_figure_that_is_not_one(tmp_path):
+    folder = tmp_path / "results"
+    with pytest.raises(TypeError, match=r"`figures\['f'\]`.*'figure'"):
+        results.store("c", figures={"f": "figure"}, directory=folder)
+    assert not folder.exists()  # checked before anything is written
+
+
+@pytest.mark.parametrize("directory", [3, 1.5, b"folder"])
+def test_store_and_load_reject_a_directory_that_is_not_a_path(directory):
+    match = rf"`directory`.*Received: directory={re.escape(repr(directory))}"
+    with pytest.raises(TypeError, match=match):
+        results.store("c", numbers={"a": 1}, directory=directory)
+    with pytest.raises(TypeError, match=match):
+        results.load("c", directory)
+
+
+def test_code_hash_rejects_a_notebook_that_is_not_a_path():
+    with pytest.raises(TypeError, match="`notebook`.*Received: notebook=3"):
+        results.code_hash(3)
+
+
+@pytest.mark.parametrize("record", ["record", None, [1]])
+def test_provenance_rejects_a_record_that_is_not_a_dict(record):
+    match = rf"`record`.*Received: record={re.escape(repr(record))}"
+    with pytest.raises(TypeError, match=match):
+        results.provenance(record)
+
+
+def test_provenance_of_an_empty_record_is_a_line():
+    line = results.provenance({})
+    assert line.startswith("size `?`, run ? at commit `uncommitted` on ?")
