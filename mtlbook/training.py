@@ -68,9 +68,16 @@ class _FunctionLoss(keras.losses.Loss):
         return self.function(y_true, y_pred)
 
 
-def _task_loss(identifier):
+def _task_loss(identifier, task=None):
     """Resolves one task's loss as `compile` does (`keras.losses.get`)."""
-    loss = keras.losses.get(identifier)
+    try:
+        loss = keras.losses.get(identifier)
+    except ValueError as error:
+        raise ValueError(
+            f"`loss` of task {task!r} must be a keras.losses.Loss, a Keras "
+            f"loss name or a function ({error}). Received: "
+            f"loss={{{task!r}: {identifier!r}}}"
+        ) from error
     if isinstance(loss, keras.losses.Loss):
         return loss
     if callable(loss):
@@ -95,6 +102,39 @@ def _check_task_keys(argument, value, tasks, require_all):
             f"`{argument}` must use the model's task names {list(tasks)}. "
             f"Received: unknown={unknown}, missing={missing}"
         )
+
+
+def _check_bool(argument, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{argument}` must be a bool (True or False). "
+            f"Received: {argument}={value!r}"
+        )
+    return bool(value)
+
+
+def _check_targets(y, tasks, argument="y"):
+    """Raises a clear error unless `y` is a dict with exactly `tasks`."""
+    if not isinstance(y, dict):
+        raise ValueError(
+            f"The targets in `{argument}` must be a dict keyed by task name "
+            f"{list(tasks)}. Received: targets of type {type(y).__name__}"
+        )
+    missing = [t for t in tasks if t not in y]
+    unknown = sorted(str(k) for k in y if k not in tasks)
+    if missing or unknown:
+        raise ValueError(
+            f"The targets in `{argument}` must have one entry per task "
+            f"{list(tasks)} (keys that are not tasks are not ignored). "
+            f"Received: keys={sorted(str(k) for k in y)}, "
+            f"missing={missing}, unknown={unknown}"
+        )
+
+
+def _all_finite(tensors):
+    """Scalar bool tensor: every entry of every tensor is finite."""
+    flags = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
+    return ops.all(ops.stack(flags))
 
 
 def _replicas():
@@ -151,10 +191,20 @@ def task_gradient_matrix(tape, task_losses, variables):
         zip(unflatten_gradients(update, shared), shared))
     ```
     """
-    if not variables:
+    if not isinstance(variables, (list, tuple)) or not variables:
         raise ValueError(
             "`variables` must be a non-empty list of variables. "
             f"Received: variables={variables!r}"
+        )
+    if not isinstance(tape, tf.GradientTape):
+        raise TypeError(
+            "`tape` must be a tf.GradientTape(persistent=True). "
+            f"Received: tape={tape!r}"
+        )
+    if isinstance(task_losses, (list, tuple)) and not task_losses:
+        raise ValueError(
+            "`task_losses` must hold one scalar loss per task. "
+            f"Received: task_losses={task_losses!r}"
         )
     rows = [
         flatten_gradients(tape.gradient(loss, variables), variables)
@@ -171,8 +221,28 @@ def mean_pairwise_cosine(task_gradients):
 
     Returns:
         Scalar tensor, `mean_{i<j} g_i . g_j / (|g_i| |g_j|)`.
+
+    Example:
+
+    ```python
+    mean_pairwise_cosine([[1.0, 0.0], [1.0, 1.0]])  # 0.7071
+    ```
     """
-    gradients = ops.convert_to_tensor(task_gradients, "float32")
+    gradients = ops.cast(ops.convert_to_tensor(task_gradients), "float32")
+    if len(gradients.shape) != 2 or gradients.shape[0] is None or (
+        gradients.shape[0] < 2
+    ):
+        raise ValueError(
+            "`task_gradients` must have shape (num_tasks, num_parameters) "
+            "with a known num_tasks >= 2 (a cosine needs a pair). "
+            f"Received: task_gradients.shape={gradients.shape}"
+        )
+    # rows far from 1 in size are first divided by their largest entry, so
+    # that the squares neither underflow nor overflow (others: by 1, exact)
+    largest = ops.max(ops.abs(gradients), axis=1, keepdims=True)
+    extreme = ops.logical_and(
+        largest > 0.0, ops.logical_or(largest < 1e-15, largest > 1e15))
+    gradients = gradients / ops.where(extreme, largest, 1.0)
     norms = ops.sqrt(ops.sum(gradients * gradients, axis=1, keepdims=True))
     unit = gradients / ops.maximum(norms, 1e-20)
     cosine = ops.matmul(unit, ops.transpose(unit))
@@ -217,6 +287,28 @@ class MultiTaskModel(keras.Model):
     after, so the `LossScaleOptimizer` still skips steps with non-finite
     gradients.
 
+    Non-finite steps. By default a batch whose loss is NaN or infinite
+    (a NaN in the inputs or labels, an overflow, a learning rate too
+    large) is applied as Keras applies it: the weights, the optimizer's
+    slots and the strategy's state (DWA's loss sums, GradNorm's initial
+    losses, the uncertainty log-variances) become NaN.
+    `keras.callbacks.TerminateOnNaN` only stops `fit` after that update.
+    With `skip_nonfinite=True` every step checks its task losses
+    (and regularization terms) and its combined gradient: when any entry
+    is NaN or infinite, it applies nothing, neither the optimizer update
+    (weights, slots and `optimizer.iterations` stay as they were) nor the
+    strategy's `update_step`, and adds 1 to the `skipped_steps` log
+    (per epoch). Only applied steps enter the logged losses and metrics,
+    so `TerminateOnNaN` never fires. It is what `LossScaleOptimizer`
+    does on a float16 overflow; with one, the guard skips on non-finite
+    losses and leaves non-finite gradients to the `LossScaleOptimizer` (so
+    it can lower its scale), skipping only the strategy's `update_step`.
+    The guard runs every strategy in the `tf.GradientTape` step and costs
+    one pass over the gradients; it is off by default so that a finite
+    run takes Keras's own `train_step` unchanged (the guarded step gives
+    the same weights on finite data). It is not supported under a
+    `tf.distribute` strategy with more than one replica.
+
     Args:
         inputs: Keras input tensor(s) (functional construction).
         outputs: dict `{task: output tensor}`.
@@ -229,7 +321,19 @@ class MultiTaskModel(keras.Model):
             backward passes for loss-weighting strategies).
         network: a functional `keras.Model` with dict outputs, instead of
             `inputs` and `outputs`.
+        skip_nonfinite: bool. Skip (and count in `skipped_steps`) every
+            training step whose losses or gradient are not finite, see
+            above. Default False.
         **kwargs: Base model arguments (`name`, ...).
+
+    Example:
+
+    ```python
+    model = MultiTaskModel(inputs, outputs, strategy=DynamicWeightAverage(),
+                           skip_nonfinite=True)
+    model.compile(optimizer="adam", loss={"a": "mse", "b": "mse"})
+    model.fit(x, y, epochs=3).history["skipped_steps"]  # e.g. [0., 1., 0.]
+    ```
 
     Reference:
         Ruder, 2017, "An Overview of Multi-Task Learning in Deep Neural
@@ -238,7 +342,7 @@ class MultiTaskModel(keras.Model):
 
     def __init__(
         self, inputs=None, outputs=None, strategy=None, shared_layers=None,
-        log_conflict=False, network=None, **kwargs,
+        log_conflict=False, network=None, skip_nonfinite=False, **kwargs,
     ):
         if keras.backend.backend() != "tensorflow":
             raise ValueError(
@@ -249,6 +353,25 @@ class MultiTaskModel(keras.Model):
                 f"{keras.backend.backend()!r} (set KERAS_BACKEND="
                 "tensorflow)"
             )
+        log_conflict = _check_bool("log_conflict", log_conflict)
+        skip_nonfinite = _check_bool("skip_nonfinite", skip_nonfinite)
+        if shared_layers is not None and (
+            not isinstance(shared_layers, (list, tuple))
+            or not all(isinstance(name, str) for name in shared_layers)
+        ):
+            raise TypeError(
+                "`shared_layers` must be None or a list (or tuple) of layer "
+                f"names. Received: shared_layers={shared_layers!r}"
+            )
+        if network is not None and (inputs is not None
+                                    or outputs is not None):
+            raise ValueError(
+                "Pass either `network` or `inputs` and `outputs`, not both. "
+                f"Received: network={network.name!r} and inputs/outputs"
+                if isinstance(network, keras.Model) else
+                "Pass either `network` or `inputs` and `outputs`, not both. "
+                f"Received: network={network!r} and inputs/outputs"
+            )
         super().__init__(**kwargs)
         if network is None:
             if not isinstance(outputs, dict) or not outputs:
@@ -257,6 +380,11 @@ class MultiTaskModel(keras.Model):
                     f"Received: outputs={type(outputs).__name__}"
                 )
             network = keras.Model(inputs, outputs, name="network")
+        if not isinstance(network, keras.Model):
+            raise TypeError(
+                "`network` must be a functional keras.Model with dict "
+                f"outputs. Received: network={network!r}"
+            )
         if not isinstance(network.output, dict):
             raise TypeError(
                 "`network` must be a functional model with dict outputs "
@@ -274,7 +402,8 @@ class MultiTaskModel(keras.Model):
             )
         strategy.set_tasks(self.tasks)
         self.strategy = strategy
-        self.log_conflict = bool(log_conflict)
+        self.log_conflict = log_conflict
+        self.skip_nonfinite = skip_nonfinite
         self.shared_layers = (
             None if shared_layers is None else list(shared_layers)
         )
@@ -294,6 +423,7 @@ class MultiTaskModel(keras.Model):
         self._tape_step = (
             strategy.requires_task_gradients
             or strategy.requires_gradient_norms or self.log_conflict
+            or self.skip_nonfinite
         )
         self._step_hook = _overrides(strategy, "update_step")
         # what Keras does not log: per-task losses, weights and conflict
@@ -307,6 +437,9 @@ class MultiTaskModel(keras.Model):
                 name="last_gradient_cosine", shape=(), initializer="zeros",
                 trainable=False, aggregation="only_first_replica",
             )
+        self.skipped_tracker = None
+        if self.skip_nonfinite:
+            self.skipped_tracker = keras.metrics.Sum(name="skipped_steps")
         self.task_losses = None
         self.built = True
 
@@ -321,6 +454,7 @@ class MultiTaskModel(keras.Model):
         else:
             found.append(self._variable_owners())
         owners = found[0]
+        self._owners = owners
         variables = self.network.trainable_variables
         if self.shared_layers is None:
             shared = [v for v in variables if len(owners[id(v)]) > 1]
@@ -405,7 +539,30 @@ class MultiTaskModel(keras.Model):
                 "a shared layer with trainable variables; none was found. "
                 f"Received: layer={name!r}"
             )
+        unreached = self._unreached_tasks(found)
+        if unreached:
+            chosen = [la.name for la in _flat_layers(self.network)
+                      if any(v is found[0] for v in la.trainable_variables)]
+            candidates = [
+                la.name for la in reversed(_flat_layers(self.network))
+                if not getattr(la, "layers", None) and la.trainable_variables
+                and not self._unreached_tasks(la.trainable_variables)
+            ]
+            hint = (f" such as GradNorm(layer={candidates[0]!r})"
+                    if candidates else "")
+            raise ValueError(
+                f"`{type(self.strategy).__name__}` needs gradient norms at "
+                "a layer whose variables are shared by every task (a task "
+                "that does not reach it would have a zero gradient norm). "
+                f"The tasks {unreached} do not reach layer {chosen[-1]!r}; "
+                f"name a layer that every task reaches{hint}. "
+                f"Received: layer={name!r}"
+            )
         return found
+
+    def _unreached_tasks(self, variables):
+        reached = {t for v in variables for t in self._owners.get(id(v), [])}
+        return [t for t in self.tasks if t not in reached]
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
@@ -439,7 +596,7 @@ class MultiTaskModel(keras.Model):
         kwargs.pop("loss_weights", None)
         kwargs.pop("weighted_metrics", None)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self.task_losses = {t: _task_loss(loss[t]) for t in self.tasks}
+        self.task_losses = {t: _task_loss(loss[t], t) for t in self.tasks}
         self._loss_spec = dict(loss)
 
     def get_compile_config(self):
@@ -464,17 +621,34 @@ class MultiTaskModel(keras.Model):
             y: dict `{task: targets}`.
             y_pred: dict `{task: predictions}`.
             sample_weight: None, one array for every task, or a dict
-                `{task: array}`.
+                `{task: array}` (a task without an entry is unweighted).
 
         Returns:
             `(T,)` float32 tensor, in the order of `model.tasks`.
+
+        Raises:
+            ValueError: `y` misses a task or has keys that are not tasks.
+
+        Example:
+
+        ```python
+        losses = model.compute_task_losses(y, model(x))  # (T,)
+        ```
         """
-        unknown = (sorted(set(y) - set(self.tasks))
-                   if isinstance(y, dict) else [])
-        if not isinstance(y, dict) or unknown:
+        _check_targets(y, self.tasks)
+        if isinstance(sample_weight, dict):
+            unknown = sorted(str(k) for k in sample_weight
+                             if k not in self.tasks)
+            if unknown:
+                raise ValueError(
+                    "`sample_weight` as a dict must be keyed by task name "
+                    f"{self.tasks} (a task without an entry is unweighted). "
+                    f"Received unknown keys: {unknown}"
+                )
+        if self.task_losses is None:
             raise ValueError(
-                f"`y` must be a dict keyed by task name {self.tasks}. "
-                f"Received: keys={sorted(y) if isinstance(y, dict) else y}"
+                "Call `compile` (with one loss per task) before training or "
+                "evaluating the model. Received: a model not compiled"
             )
         replicas = _replicas()
         losses = []
@@ -593,21 +767,71 @@ class MultiTaskModel(keras.Model):
             with tf.control_dependencies(barrier):
                 gradients = [None if g is None else tf.identity(g)
                              for g in gradients]
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(gradients, variables) if g is not None])
-        if self._step_hook or strategy.requires_gradient_norms:
-            strategy.update_step(global_losses, norms)
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(
-                    total if extra is None else total + extra * replicas,
-                    sample_weight=ops.shape(tf.nest.flatten(x)[0])[0])
-        self._track(x, losses)
-        if self.log_conflict:
-            cosine = mean_pairwise_cosine(matrix)
-            self.conflict_tracker.update_state(cosine)
-            self.last_gradient_cosine.assign(cosine)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        hook = self._step_hook or strategy.requires_gradient_norms
+
+        def track():
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(
+                        total if extra is None else total + extra * replicas,
+                        sample_weight=ops.shape(tf.nest.flatten(x)[0])[0])
+            self._track(x, losses)
+            if self.log_conflict:
+                cosine = mean_pairwise_cosine(matrix)
+                self.conflict_tracker.update_state(cosine)
+                self.last_gradient_cosine.assign(cosine)
+            return self.compute_metrics(x, y, y_pred, sample_weight)
+
+        if not self.skip_nonfinite:
+            self.optimizer.apply_gradients(pairs)
+            if hook:
+                strategy.update_step(global_losses, norms)
+            return track()
+        if replicas > 1:
+            raise ValueError(
+                "`skip_nonfinite=True` is not supported under a "
+                "tf.distribute strategy with more than one replica. "
+                f"Received: {replicas} replicas"
+            )
+        return self._guarded_update(
+            pairs, [losses, extra], hook, global_losses, norms, track)
+
+    def _guarded_update(self, pairs, losses, hook, global_losses, norms,
+                        track):
+        """Applies the step only if `losses` and gradients are finite."""
+        losses_finite = _all_finite(losses)
+        gradients_finite = _all_finite([g for g, _ in pairs])
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+
+        def update_strategy():
+            self.strategy.update_step(global_losses, norms)
+
+        def apply():
+            self.optimizer.apply_gradients(pairs)
+            if hook and scaled:
+                # non-finite gradients: the LossScaleOptimizer skips them
+                ops.cond(gradients_finite, update_strategy, lambda: None)
+            elif hook:
+                update_strategy()
+            track()
+
+        def skip():
+            self.skipped_tracker.update_state(1.0)
+
+        applied = (losses_finite if scaled
+                   else ops.logical_and(losses_finite, gradients_finite))
+        ops.cond(applied, apply, skip)
+        return self._metric_logs()
+
+    def _metric_logs(self):
+        logs = self.get_metrics_result()
+        if len(self.tasks) > 1:
+            return logs
+        ours = {"loss", "gradient_cosine", "skipped_steps",
+                f"{self.tasks[0]}_loss"}
+        return {k if k in ours else f"{self.tasks[0]}_{k}": v
+                for k, v in logs.items()}
 
     def _method_gradients(self, tape, scaled, scale):
         """Gradient-method update of the shared variables, own gradients of
@@ -655,16 +879,13 @@ class MultiTaskModel(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras's metrics; with one task, named `<task>_<metric>` too."""
-        logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        if len(self.tasks) > 1:
-            return logs
-        ours = {"loss", "gradient_cosine", f"{self.tasks[0]}_loss"}
-        return {k if k in ours else f"{self.tasks[0]}_{k}": v
-                for k, v in logs.items()}
+        super().compute_metrics(x, y, y_pred, sample_weight)
+        return self._metric_logs()
 
     def test_step(self, data):
         logs = super().test_step(data)
-        return {k: v for k, v in logs.items() if k != "gradient_cosine"}
+        return {k: v for k, v in logs.items()
+                if k not in ("gradient_cosine", "skipped_steps")}
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, plus the strategy's per-epoch hook.
@@ -674,8 +895,27 @@ class MultiTaskModel(keras.Model):
         the history; no cost per step), then runs `update_epoch`, so later
         callbacks see the next epoch's weights. Takes the same arguments
         as `keras.Model.fit`, positional or by keyword.
+
+        Raises:
+            ValueError: the model is not compiled, or the targets of `y`
+                or `validation_data` are not a dict with one entry per
+                task (checked before training for arrays and
+                `tf.data.Dataset`s, when the step is traced otherwise).
         """
-        if self.optimizer is not None and not self.optimizer.built:
+        if self.task_losses is None or getattr(self, "optimizer",
+                                               None) is None:
+            raise ValueError(
+                "Call `compile` (an optimizer and one loss per task) before "
+                "`fit`. Received: a model not compiled"
+            )
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if self.skip_nonfinite and replicas > 1:
+            raise ValueError(
+                "`skip_nonfinite=True` is not supported under a "
+                "tf.distribute strategy with more than one replica. "
+                f"Received: {replicas} replicas"
+            )
+        if not self.optimizer.built:
             # a LossScaleOptimizer's scale exists once built (tape step)
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
@@ -683,9 +923,50 @@ class MultiTaskModel(keras.Model):
         arguments = dict(bound.arguments)
         arguments.pop("self")
         extra = arguments.pop("kwargs", {})
+        self._check_data(arguments.get("x"), arguments.get("y"), "y")
+        validation = arguments.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_data(validation[0], validation[1], "validation_data")
+        elif validation is not None:
+            self._check_data(validation, None, "validation_data")
         callbacks = list(arguments.get("callbacks") or [])
+        # a shuffled `to_dataset` pipeline: tell it the epoch Keras (re)starts
+        # at, so that a run resumed by BackupAndRestore sees the same batches
+        epoch_callback = getattr(arguments.get("x"), "epoch_callback", None)
+        if isinstance(epoch_callback, keras.callbacks.Callback) and not any(
+                c is epoch_callback for c in callbacks):
+            callbacks.insert(0, epoch_callback)
         arguments["callbacks"] = [UpdateEpoch(self.strategy), *callbacks]
-        return super().fit(**arguments, **extra)
+        try:
+            return super().fit(**arguments, **extra)
+        except (ValueError, TypeError):
+            # a step that failed to trace must be traced afresh next time
+            self.train_function = self.test_function = None
+            raise
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with the targets checked first.
+
+        Takes the same arguments as `keras.Model.evaluate`.
+
+        Raises:
+            ValueError: the targets are not a dict with one entry per task.
+        """
+        self._check_data(x, y, "y")
+        try:
+            return super().evaluate(x, y, *args, **kwargs)
+        except (ValueError, TypeError):
+            self.test_function = None
+            raise
+
+    def _check_data(self, x, y, argument):
+        """Checks dict targets early: arrays, or a dataset's structure."""
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            if isinstance(spec, tuple) and len(spec) >= 2:
+                _check_targets(spec[1], self.tasks, argument)
+        elif y is not None:
+            _check_targets(y, self.tasks, argument)
 
     # ---------------------------------------------------------- serialization
     def get_config(self):
@@ -695,6 +976,7 @@ class MultiTaskModel(keras.Model):
             "strategy": keras.saving.serialize_keras_object(self.strategy),
             "shared_layers": self.shared_layers,
             "log_conflict": self.log_conflict,
+            "skip_nonfinite": self.skip_nonfinite,
         }
 
     @classmethod
@@ -735,6 +1017,15 @@ class TaskWeightHistory(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.weights = []
+
+    def on_train_begin(self, logs=None):
+        strategy = getattr(self.model, "strategy", None)
+        if not callable(getattr(strategy, "task_weights", None)):
+            raise ValueError(
+                "TaskWeightHistory needs a model with a mtlbook.weighting "
+                "strategy (`model.strategy`), such as a MultiTaskModel. "
+                f"Received: a {type(self.model).__name__} without one"
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         self.weights.append(

@@ -57,7 +57,8 @@ class _InterruptInSecondEpoch(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-def train(multitask, callbacks=(), repeat=False, fresh_seed=0):
+def train(multitask, callbacks=(), repeat=False, fresh_seed=0,
+          pass_epoch_callback=True):
     """Fits a fresh model on a fresh shuffled pipeline for 3 epochs."""
     model = make_model(multitask)
     # The global seed must not matter: the order is drawn from `seed`.
@@ -66,18 +67,22 @@ def train(multitask, callbacks=(), repeat=False, fresh_seed=0):
     dataset = to_dataset(x, y, batch_size=16, shuffle=True, seed=3,
                          repeat=repeat)
     steps = dict(steps_per_epoch=2) if repeat else {}
+    own = [dataset.epoch_callback] if pass_epoch_callback else []
     model.fit(dataset, epochs=3, verbose=0, shuffle=False,
-              callbacks=[dataset.epoch_callback, *callbacks], **steps)
+              callbacks=[*own, *callbacks], **steps)
     return model
 
 
 @pytest.mark.parametrize(
-    "multitask, repeat",
-    [(False, False), (True, False), (False, True)],
-    ids=["keras_model", "multitask_dwa", "repeat_steps_per_epoch"],
+    "multitask, repeat, pass_epoch_callback",
+    [(False, False, True), (True, False, True), (False, True, True),
+     (True, False, False)],
+    ids=["keras_model", "multitask_dwa", "repeat_steps_per_epoch",
+         "multitask_adds_the_callback_itself"],
 )
 def test_backup_and_restore_resumes_bit_identically(tmp_path, multitask,
-                                                      repeat):
+                                                      repeat,
+                                                      pass_epoch_callback):
     reference = make_model(multitask)
     x, y = make_data()
     steps = dict(steps_per_epoch=2) if repeat else {}
@@ -88,8 +93,10 @@ def test_backup_and_restore_resumes_bit_identically(tmp_path, multitask,
 
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="interrupted"):
-        train(multitask, [backup, _InterruptInSecondEpoch()], repeat)
-    resumed = train(multitask, [backup], repeat, fresh_seed=7)
+        train(multitask, [backup, _InterruptInSecondEpoch()], repeat,
+              pass_epoch_callback=pass_epoch_callback)
+    resumed = train(multitask, [backup], repeat, fresh_seed=7,
+                    pass_epoch_callback=pass_epoch_callback)
 
     for a, b in zip(reference.weights, resumed.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -330,3 +330,169 @@ def test_weight_and_conflict_plots():
         plot_task_weights(np.ones((5, 3)), ["a", "b"])
     with pytest.raises(ValueError, match="cosines"):
         plot_gradient_conflict([])
+
+
+# ------------------------------------------------------------ input checks
+def test_fit_before_compile_says_to_compile():
+    x, y = make_data()
+    inputs = keras.Input((6,))
+    trunk = keras.layers.Dense(3)(inputs)
+    model = MultiTaskModel(inputs, {"a": keras.layers.Dense(2)(trunk),
+                                    "b": keras.layers.Dense(1)(trunk)})
+    with pytest.raises(ValueError, match="compile"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="compile"):
+        model.evaluate(x, y, verbose=0)
+    with pytest.raises(ValueError, match="compile"):
+        model.compute_task_losses(y, model(x))
+    assert set(model.predict(x, verbose=0)) == {"a", "b"}
+
+
+@pytest.mark.parametrize("factory", [EqualWeighting, PCGrad])
+def test_targets_missing_a_task_raise_clearly(factory):
+    x, y = make_data()
+    model = make_model(factory())
+    missing = {"a": y["a"]}
+    match = r"missing=\['b'\]"
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, missing, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(x, missing))
+    with pytest.raises(ValueError, match=match):
+        model.evaluate(x, missing, verbose=0)
+    with pytest.raises(ValueError, match=r"keys=\['a'\]"):
+        model.evaluate(x, missing, verbose=0)
+    with pytest.raises(ValueError, match=r"targets in `validation_data`"):
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(x, missing))
+    dataset = tf.data.Dataset.from_tensor_slices((x, missing)).batch(16)
+    with pytest.raises(ValueError, match=match):
+        model.fit(dataset, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, y, epochs=1, verbose=0, validation_data=dataset)
+
+    def batches():  # seen only when the step is traced
+        while True:
+            yield x[:16], {"a": y["a"][:16]}
+
+    with pytest.raises(ValueError, match=match):
+        model.fit(batches(), steps_per_epoch=2, epochs=1, verbose=0,
+                  shuffle=False)
+    with pytest.raises(ValueError, match=match):
+        model.evaluate(batches(), steps=2, verbose=0)
+    # the model still trains once the targets are right
+    history = model.fit(x, y, epochs=1, verbose=0,
+                        validation_data=(x, y)).history
+    assert np.isfinite(history["val_loss"][0])
+
+
+def test_unknown_target_keys_are_not_ignored():
+    x, y = make_data()
+    model = make_model()
+    with pytest.raises(ValueError, match=r"unknown=\['c'\]"):
+        model.fit(x, {**y, "c": y["b"]}, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"targets in `y` must be a dict"):
+        model.compute_task_losses([y["a"], y["b"]], model(x))
+    with pytest.raises(ValueError, match=r"sample_weight.*\['z'\]"):
+        model.compute_task_losses(y, model(x),
+                                  sample_weight={"a": np.ones(64),
+                                                 "z": np.ones(64)})
+    partial = model.compute_task_losses(
+        y, model(x), sample_weight={"a": np.ones(64, "float32")})
+    np.testing.assert_allclose(partial.numpy(),
+                               model.compute_task_losses(y, model(x)).numpy(),
+                               rtol=1e-6)
+
+
+def test_gradnorm_layer_must_be_reached_by_every_task():
+    with pytest.raises(ValueError, match=r"\['b'\] do not reach layer 'a'"):
+        make_model(GradNorm(layer="a"))
+    with pytest.raises(ValueError, match="layer="):
+        make_model(GradNorm(layer="nope"))
+    make_model(GradNorm(layer="trunk"))
+    # default layer: the last shared one must reach every task, too
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    trunk = keras.layers.Dense(8, name="trunk")(inputs)
+    pair = keras.layers.Dense(4, name="pair")(trunk)
+    outputs = {"a": keras.layers.Dense(1, name="a")(pair),
+               "b": keras.layers.Dense(1, name="b")(pair),
+               "c": keras.layers.Dense(1, name="c")(trunk)}
+    with pytest.raises(ValueError,
+                       match=r"\['c'\] do not reach layer 'pair'.*"
+                             r"GradNorm\(layer='trunk'\)"):
+        MultiTaskModel(inputs, outputs, strategy=GradNorm())
+    MultiTaskModel(inputs, outputs, strategy=GradNorm(layer="trunk"))
+
+
+@pytest.mark.parametrize("value", ["trunk", ("trunk", 3), 5])
+def test_shared_layers_must_be_a_list_of_names(value):
+    with pytest.raises(TypeError, match="`shared_layers` must be None or a "
+                                        "list"):
+        make_model(PCGrad(), shared_layers=value)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1.0, None])
+def test_log_conflict_must_be_a_bool(value):
+    with pytest.raises(TypeError, match="`log_conflict` must be a bool"):
+        make_model(log_conflict=value)
+    make_model(log_conflict=np.bool_(True))
+
+
+def test_network_argument_checks():
+    model = make_model()
+    inputs = keras.Input((6,))
+    with pytest.raises(ValueError, match="either `network` or `inputs`"):
+        MultiTaskModel(inputs, {"a": keras.layers.Dense(1)(inputs)},
+                       network=model.network)
+    with pytest.raises(TypeError, match="`network` must be"):
+        MultiTaskModel(network="network")
+    with pytest.raises(TypeError, match="strategy"):
+        MultiTaskModel(network=model.network, strategy=PCGrad)
+
+
+def test_helper_argument_checks():
+    x, y = make_data(8)
+    model = make_model()
+    with tf.GradientTape(persistent=True) as tape:
+        losses = model.compute_task_losses(y, model(x, training=True))
+    shared = model.shared_variables
+    from mtlbook.training import task_gradient_matrix
+
+    assert task_gradient_matrix(tape, [losses[0], losses[1]],
+                                shared).shape == (2, 8 * 6 + 8)
+    with pytest.raises(TypeError, match="`tape` must be"):
+        task_gradient_matrix("tape", [losses[0]], shared)
+    with pytest.raises(ValueError, match="`variables` must be"):
+        task_gradient_matrix(tape, [losses[0]], shared[0])
+    with pytest.raises(ValueError, match="`task_losses` must"):
+        task_gradient_matrix(tape, [], shared)
+    for bad in ([[1.0, 0.0]], [1.0, 0.0]):
+        with pytest.raises(ValueError, match="task_gradients.shape"):
+            mean_pairwise_cosine(bad)
+
+
+def test_task_weight_history_needs_a_strategy():
+    x, y = make_data()
+    inputs = keras.Input((6,))
+    plain = keras.Model(inputs, {"a": keras.layers.Dense(2, name="a")(inputs),
+                                 "b": keras.layers.Dense(1, name="b")(inputs)})
+    plain.compile("sgd", loss={"a": "mse", "b": "mse"})
+    with pytest.raises(ValueError, match="TaskWeightHistory needs"):
+        plain.fit(x, {"a": np.ones((64, 2)), "b": y["b"]}, verbose=0,
+                  callbacks=[TaskWeightHistory()])
+
+
+def test_unknown_loss_name_names_the_task():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"`loss` of task 'b'.*no_such_loss"):
+        model.compile("sgd", loss={"a": "mse", "b": "no_such_loss"})
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_mean_pairwise_cosine_is_scale_free(scale):
+    g = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], "float32")
+    expected = (0.0 + 1 / np.sqrt(2) + 1 / np.sqrt(2)) / 3
+    np.testing.assert_allclose(mean_pairwise_cosine(g * scale).numpy(),
+                               expected, rtol=1e-6)
+    with_zero = np.array([[0.0, 0.0], [scale, scale]], "float32")
+    assert mean_pairwise_cosine(with_zero).numpy() == 0.0
