@@ -25,7 +25,7 @@ imports matplotlib.
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _SUBMODULES = (
     "data", "tf1", "plot", "layers", "models", "weighting", "training",
