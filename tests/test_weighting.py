@@ -2,6 +2,8 @@
 
 import collections
 import itertools
+import math
+import re
 
 import keras
 import numpy as np
@@ -11,7 +13,8 @@ from mtlbook.weighting import (
     CAGrad, MGDA, DynamicWeightAverage, EqualWeighting, GradNorm, PCGrad,
     StaticWeighting, UncertaintyWeighting, cagrad, cagrad_weights,
     dwa_weights, gradnorm_weight_gradient, mgda_weights, pcgrad,
-    gram_matrix, pcgrad_weights, task_order,
+    gram_matrix, pcgrad_weights, task_order, flatten_gradients,
+    unflatten_gradients,
 )
 
 
@@ -386,3 +389,108 @@ def test_gram_matrix_both_paths(num_tasks):
                                atol=1e-5)
     with pytest.raises(ValueError, match="task_gradients"):
         gram_matrix(g[0])
+
+
+# --- issue 15: wrong shapes and degenerate losses ---------------------------
+
+LOSS_STRATEGIES = {
+    "EqualWeighting": EqualWeighting,
+    "StaticWeighting": lambda: StaticWeighting([1.0, 2.0]),
+    "DynamicWeightAverage": DynamicWeightAverage,
+    "GradNorm": GradNorm,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_STRATEGIES))
+@pytest.mark.parametrize("losses", [1.0, [1.0], [1.0, 2.0, 3.0],
+                                    [[1.0], [2.0]]], ids=repr)
+def test_combine_losses_needs_one_loss_per_task(name, losses):
+    weighting = LOSS_STRATEGIES[name]()
+    weighting.set_tasks(["a", "b"])
+    shape = np.shape(losses)
+    message = (r"`task_losses` must have shape \(2,\), one loss per task. "
+               rf"Received: task_losses.shape={re.escape(str(shape))}")
+    with pytest.raises(ValueError, match=message):
+        weighting.combine_losses(keras.ops.convert_to_tensor(losses))
+    # inside a compiled step too, the shape being known when traced
+    with pytest.raises(ValueError, match=message):
+        compiled(weighting.combine_losses)(
+            keras.ops.convert_to_tensor(losses))
+    total = weighting.combine_losses(keras.ops.convert_to_tensor([1.0, 2.0]))
+    expected = np.dot(numpy(weighting.task_weights()), [1.0, 2.0])
+    np.testing.assert_allclose(numpy(total), expected, rtol=1e-6)
+
+
+def test_flatten_gradients_checks_each_shape():
+    variables = [keras.Variable(np.zeros((2, 2))),
+                 keras.Variable(np.zeros((2,)))]
+    with pytest.raises(ValueError, match=r"`gradients\[0\]` must have the "
+                       r"shape \(2, 2\) of `variables\[0\]`. Received: "
+                       r"gradients\[0\].shape=\(4,\)"):
+        flatten_gradients([np.ones(4), None], variables)
+    with pytest.raises(ValueError, match=r"gradients\[1\].shape=\(2, 1\)"):
+        flatten_gradients([None, [[1.0], [2.0]]], variables)
+    np.testing.assert_allclose(
+        numpy(flatten_gradients([np.ones((2, 2)), [3.0, 4.0]], variables)),
+        [1, 1, 1, 1, 3, 4])
+
+
+def test_unflatten_gradients_takes_array_likes():
+    variables = [keras.Variable(np.zeros((2, 2))),
+                 keras.Variable(np.zeros((2,)))]
+    pieces = unflatten_gradients([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], variables)
+    np.testing.assert_allclose(numpy(pieces[0]), [[0, 1], [2, 3]])
+    np.testing.assert_allclose(numpy(pieces[1]), [4, 5])
+    for vector, shape in (([1.0] * 5, "(5,)"), (np.ones((2, 3)), "(2, 3)")):
+        with pytest.raises(ValueError, match=r"`vector` must have 6 "
+                           rf"entries.*vector.shape={re.escape(shape)}"):
+            unflatten_gradients(vector, variables)
+
+
+@pytest.mark.parametrize("previous, earlier", [
+    ([1.0, 1.0], [0.0, 1.0]),
+    ([0.0, 1.0], [0.0, 1.0]),
+    ([math.inf, 1.0], [1.0, 1.0]),
+    ([math.nan, 1.0], [1.0, 1.0]),
+    ([-1.0, 1.0], [1.0, 1.0]),
+    ([1e30, 1.0], [1e-30, 1.0]),  # the ratio overflows
+    ([0.0, 0.0], [0.0, 0.0]),
+], ids=repr)
+def test_dwa_weights_without_a_ratio_get_one(previous, earlier):
+    np.testing.assert_array_equal(numpy(dwa_weights(previous, earlier)),
+                                  [1.0, 1.0])
+
+
+def test_dwa_weights_share_the_rest_by_hand():
+    weights = numpy(dwa_weights([1.0, 0.0, 2.0], [2.0, 1.0, 2.0],
+                                temperature=2.0))
+    exponentials = np.exp([0.5 / 2.0, 1.0 / 2.0])
+    np.testing.assert_allclose(
+        weights[[0, 2]], 2.0 * exponentials / exponentials.sum(), rtol=1e-6)
+    assert weights[1] == 1.0
+    np.testing.assert_allclose(weights.sum(), 3.0, rtol=1e-6)
+    compiled_weights = compiled(dwa_weights)(
+        np.array([1.0, 0.0, 2.0], "float32"),
+        np.array([2.0, 1.0, 2.0], "float32"))
+    np.testing.assert_allclose(numpy(compiled_weights), weights, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan], ids=repr)
+def test_gradnorm_weight_gradient_leaves_out_unusable_tasks(bad):
+    weights, norms = [1.0, 0.5, 2.0], [2.0, 1.0, 0.5]
+    losses, initial = [1.0, 0.8, 0.3], [1.0, 1.0, 0.5]
+    reference = numpy(gradnorm_weight_gradient(
+        weights, losses, initial, norms, active=[True, False, True]))
+    for changed in ({"task_losses": [1.0, bad, 0.3]},
+                    {"initial_losses": [1.0, bad, 0.5]}):
+        arguments = {"weights": weights, "task_losses": losses,
+                     "initial_losses": initial, "gradient_norms": norms,
+                     **changed}
+        np.testing.assert_array_equal(
+            numpy(gradnorm_weight_gradient(**arguments)), reference)
+    if not math.isfinite(bad):
+        np.testing.assert_array_equal(numpy(gradnorm_weight_gradient(
+            weights, losses, initial, [2.0, bad, 0.5])), reference)
+    everything_bad = numpy(gradnorm_weight_gradient(
+        [1.0, 1.0], [bad, bad], [1.0, 1.0], [1.0, 2.0]))
+    np.testing.assert_array_equal(everything_bad, [0.0, 0.0])

@@ -19,7 +19,8 @@ from mtlbook.weighting import (
     mgda_weights, pcgrad, pcgrad_weights, task_order,
 )
 from mtlbook.weighting.base import (
-    normalized_gram_matrix, scale_task_gradients)
+    check_task_gradients, gram_matrix, normalized_gram_matrix,
+    scale_task_gradients)
 
 SCALES = [1e-30, 1e-20, 1e-10, 3.7e-3, 1.0, 7.1e4, 1e10, 1e20, 1e30]
 
@@ -415,3 +416,116 @@ def test_task_names_from_any_iterable():
 def test_pcgrad_bool_seed():
     with pytest.raises(TypeError, match="`seed` must be an int"):
         PCGrad(seed=True)
+
+
+# --- issue 15: bad gradients, non-finite gradients, seeds -------------------
+
+GRADIENT_FUNCTIONS = {
+    "check_task_gradients": check_task_gradients,
+    "gram_matrix": gram_matrix,
+    "mgda_weights": mgda_weights,
+    "cagrad_weights": cagrad_weights,
+    "cagrad": cagrad,
+    "pcgrad_weights": lambda g: pcgrad_weights(g, seed=0),
+    "pcgrad": lambda g: pcgrad(g, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_FUNCTIONS))
+def test_no_tasks_is_a_clear_error(name):
+    with pytest.raises(ValueError, match=r"`task_gradients` must be a "
+                       r"\(num_tasks, num_parameters\).*\(0, 3\)"):
+        GRADIENT_FUNCTIONS[name](np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_FUNCTIONS))
+@pytest.mark.parametrize("value", [[["a", "b"]], [[True, False]]],
+                         ids=["strings", "bools"])
+def test_gradients_that_are_no_numbers(name, value):
+    with pytest.raises(TypeError, match="`task_gradients` must be a"):
+        GRADIENT_FUNCTIONS[name](value)
+
+
+def test_integer_gradients_are_still_numbers():
+    np.testing.assert_allclose(numpy(pcgrad([[1, 0], [-1, 1]])),
+                               [0.5, 1.5])
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5])
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_gradient_gives_non_finite_update(num_tasks, bad):
+    # no MatrixSolve error: a non-finite update, that a NaN-step guard
+    # (or a loss-scale optimizer) skips
+    gradients = np.random.default_rng(num_tasks).normal(
+        size=(num_tasks, 6)).astype("float32")
+    gradients[1, 2] = bad
+    for update in (lambda g: MGDA()(g), lambda g: CAGrad()(g), cagrad,
+                   lambda g: PCGrad()(g), lambda g: pcgrad(g, seed=0)):
+        assert not np.all(np.isfinite(numpy(update(gradients))))
+    assert not np.all(np.isfinite(numpy(mgda_weights(gradients))))
+    assert not np.all(np.isfinite(numpy(cagrad_weights(gradients))))
+
+
+def test_non_finite_gradient_compiled():
+    gradients = base_gradients()["plain"].copy()
+    gradients[0, 0] = np.inf
+    for update in (mgda_weights, cagrad_weights):
+        assert not np.all(np.isfinite(numpy(compiled(update)(gradients))))
+
+
+@pytest.mark.parametrize("strategy", [EqualWeighting, MGDA, PCGrad, CAGrad])
+def test_combine_gradients_needs_one_row_per_task(strategy):
+    instance = strategy()
+    instance.set_tasks(["a", "b"])
+    with pytest.raises(ValueError, match=r"`task_gradients` must have "
+                       r"shape \(2, num_parameters\).*\(3, 2\)"):
+        instance.combine_gradients(np.ones((3, 2)))
+    if strategy is not EqualWeighting:
+        with pytest.raises(ValueError, match=r"\(3, 2\)"):
+            instance(np.ones((3, 2)))
+    assert numpy(instance.combine_gradients(np.ones((2, 2)))).shape == (2,)
+
+
+BAD_SEEDS = [1.5, "0", True, np.float32(2.0), np.array([1, 2])]
+
+
+@pytest.mark.parametrize("value", BAD_SEEDS, ids=repr)
+def test_bad_seed(value):
+    for call in (lambda: task_order(3, seed=value),
+                 lambda: pcgrad(base_gradients()["plain"], seed=value),
+                 lambda: pcgrad_weights([[1.0], [2.0]], seed=value)):
+        with pytest.raises(TypeError, match=r"`seed` must be an int or "
+                           r"None .*Received: seed="):
+            call()
+
+
+@pytest.mark.parametrize("value", [*BAD_SEEDS, None,
+                                   keras.ops.convert_to_tensor(1.0)],
+                         ids=repr)
+def test_bad_step(value):
+    for call in (lambda: task_order(3, seed=0, step=value),
+                 lambda: pcgrad(base_gradients()["plain"], seed=0,
+                                step=value),
+                 lambda: pcgrad_weights([[1.0], [2.0]], seed=0,
+                                        step=value)):
+        with pytest.raises(TypeError, match=r"`step` must be an int "
+                           r"\(or an integer scalar tensor\). Received: "
+                           "step="):
+            call()
+
+
+def test_integer_seeds_and_steps_of_any_kind():
+    expected = numpy(task_order(4, seed=2, step=9))
+    for seed, step in ((np.int64(2), np.int32(9)),
+                       (2, keras.ops.convert_to_tensor(9, "int32")),
+                       (keras.ops.convert_to_tensor(2, "int64"),
+                        keras.Variable(9, dtype="int64", trainable=False))):
+        np.testing.assert_array_equal(
+            numpy(task_order(4, seed=seed, step=step)), expected)
+    gradients = base_gradients()["plain"]
+    step = keras.ops.convert_to_tensor(9, "int32")
+    # same order; XLA may round the compiled sums differently
+    np.testing.assert_allclose(
+        numpy(compiled(lambda g, s: pcgrad(g, seed=2, step=s))(
+            gradients, step)),
+        numpy(pcgrad(gradients, seed=2, step=9)), rtol=1e-5, atol=1e-6)

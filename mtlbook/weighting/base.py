@@ -54,12 +54,30 @@ def check_task_gradients(task_gradients):
     ```python
     check_task_gradients([[1.0, 0.0], [0.0, 1.0]]).shape  # (2, 2)
     ```
+
+    Raises:
+        TypeError: if the entries are not numbers (strings, bools).
+        ValueError: if the rank is not 2 or there are no tasks.
     """
-    task_gradients = ops.convert_to_tensor(task_gradients)
-    if len(task_gradients.shape) != 2:
+    expected = (
+        "`task_gradients` must be a (num_tasks, num_parameters) array of "
+        "floats, num_tasks >= 1."
+    )
+    try:
+        task_gradients = ops.convert_to_tensor(task_gradients)
+    except Exception as exc:  # strings, ragged lists (backend-specific)
+        raise TypeError(
+            f"{expected} Received: task_gradients={task_gradients!r:.200}"
+        ) from exc
+    dtype = keras.backend.standardize_dtype(task_gradients.dtype)
+    if not dtype.startswith(("float", "bfloat", "int", "uint")):
+        raise TypeError(
+            f"{expected} Received: task_gradients with dtype {dtype}"
+        )
+    shape = tuple(task_gradients.shape)
+    if len(shape) != 2 or shape[0] == 0:
         raise ValueError(
-            "`task_gradients` must have shape (num_tasks, num_parameters). "
-            f"Received: task_gradients.shape={task_gradients.shape}"
+            f"{expected} Received: task_gradients.shape={shape}"
         )
     return task_gradients
 
@@ -206,6 +224,22 @@ def flatten_gradients(gradients, variables):
             f"Received: {len(gradients)} gradients, {len(variables)} "
             "variables"
         )
+    for index, (gradient, variable) in enumerate(zip(gradients, variables)):
+        if gradient is None:
+            continue
+        shape = getattr(gradient, "shape", None)
+        if shape is None:
+            shape = np.shape(gradient)
+        shape, wanted = tuple(shape), tuple(variable.shape)
+        if len(shape) != len(wanted) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(shape, wanted)
+        ):
+            raise ValueError(
+                f"`gradients[{index}]` must have the shape {wanted} of "
+                f"`variables[{index}]`. Received: gradients[{index}].shape="
+                f"{shape}"
+            )
     return ops.concatenate([
         ops.reshape(
             ops.zeros(v.shape, "float32") if g is None
@@ -223,7 +257,7 @@ def unflatten_gradients(vector, variables):
     variable's dtype.
 
     Args:
-        vector: `(D,)` tensor.
+        vector: `(D,)` tensor (or array-like).
         variables: the list of variables that `vector` was flattened from.
 
     Returns:
@@ -238,10 +272,13 @@ def unflatten_gradients(vector, variables):
     ```
     """
     sizes = [int(np.prod(v.shape)) for v in variables]
-    if vector.shape[0] is not None and vector.shape[0] != sum(sizes):
+    vector = ops.convert_to_tensor(vector)
+    shape = tuple(vector.shape)
+    if len(shape) != 1 or shape[0] not in (None, sum(sizes)):
         raise ValueError(
-            f"`vector` must have {sum(sizes)} entries (the sizes of "
-            f"`variables`). Received: vector.shape={vector.shape}"
+            f"`vector` must have {sum(sizes)} entries, shape "
+            f"({sum(sizes)},) (the sizes of `variables`). Received: "
+            f"vector.shape={shape}"
         )
     pieces, start = [], 0
     for variable, size in zip(variables, sizes):
@@ -352,8 +389,35 @@ class Strategy(keras.layers.Layer):
         Args:
             task_losses: `(T,)` tensor of task losses.
         """
+        task_losses = ops.cast(task_losses, self.dtype)
+        self._check_losses(task_losses)
         weights = ops.stop_gradient(self.task_weights())
-        return ops.sum(weights * ops.cast(task_losses, self.dtype))
+        return ops.sum(weights * task_losses)
+
+    def _check_losses(self, task_losses):
+        """Raises `ValueError` unless the (static) shape is `(T,)`."""
+        shape = tuple(task_losses.shape)
+        if len(shape) != 1 or (
+            None not in (shape[0], self.num_tasks)
+            and shape[0] != self.num_tasks
+        ):
+            raise ValueError(
+                f"`task_losses` must have shape "
+                f"({self.num_tasks or 'num_tasks'},), one loss per task. "
+                f"Received: task_losses.shape={shape}"
+            )
+
+    def _check_gradients(self, task_gradients):
+        """`check_task_gradients`, plus one row per task once built."""
+        gradients = check_task_gradients(task_gradients)
+        rows = gradients.shape[0]
+        if None not in (rows, self.num_tasks) and rows != self.num_tasks:
+            raise ValueError(
+                f"`task_gradients` must have shape ({self.num_tasks}, "
+                "num_parameters), one row per task. Received: "
+                f"task_gradients.shape={tuple(gradients.shape)}"
+            )
+        return gradients
 
     def combine_gradients(self, task_gradients, step=0):
         """Returns the `(D,)` update from the `(T, D)` task gradients.
@@ -366,7 +430,7 @@ class Strategy(keras.layers.Layer):
             step: integer scalar, the training step (seeds random choices).
         """
         del step
-        gradients = check_task_gradients(task_gradients)
+        gradients = self._check_gradients(task_gradients)
         weights = ops.stop_gradient(self.task_weights())
         return ops.matmul(weights, ops.cast(gradients, self.dtype))
 
@@ -413,6 +477,7 @@ class GradientMethod(Strategy):
     requires_task_gradients = True
 
     def combine_gradients(self, task_gradients, step=0):
+        self._check_gradients(task_gradients)
         return self(task_gradients, step=step)
 
 

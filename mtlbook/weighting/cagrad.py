@@ -57,6 +57,12 @@ def _exact_weights(gram, gram_mean, radius):
     and `tau` a root of the quadratic `radius^2 tau^2 = |g_w(tau)|^2`.
     """
     num_tasks = gram.shape[0]
+    # a non-finite Gram matrix (a NaN or inf gradient) gives NaN weights;
+    # the systems are solved on the identity (some backends raise on
+    # non-finite entries)
+    finite = ops.all(ops.isfinite(gram)) & ops.all(ops.isfinite(gram_mean))
+    gram = ops.where(finite, gram, ops.eye(num_tasks))
+    gram_mean = ops.where(finite, gram_mean, 1.0)
     masks = ops.convert_to_tensor(_support_masks(num_tasks))
     level = ops.max(ops.diagonal(gram))
     level = ops.where(level > 0.0, level, 1.0)
@@ -108,7 +114,8 @@ def _exact_weights(gram, gram_mean, radius):
     smooth = norms > 1e-3 * ops.sqrt(level)
     scores = ops.where(smooth, gaps, values - ops.min(values))
     scores = ops.where(valid & ~ops.isnan(scores), scores, np.inf)
-    return ops.take(weights, ops.argmin(scores), axis=0)
+    weights = ops.take(weights, ops.argmin(scores), axis=0)
+    return ops.where(finite, weights, np.nan)
 
 
 def _frank_wolfe_weights(gram, gram_mean, radius, max_iterations):
@@ -149,7 +156,13 @@ def cagrad_weights(task_gradients, c=0.4, max_iterations=50):
             `MAX_EXACT_TASKS` tasks only).
 
     Returns:
-        `(T,)` float32 tensor of weights on the simplex.
+        `(T,)` float32 tensor of weights on the simplex (NaN when a
+        gradient is not finite, up to `MAX_EXACT_TASKS` tasks).
+
+    Raises:
+        TypeError: if `task_gradients` are not numbers.
+        ValueError: if `task_gradients` is not `(T, D)` with `T >= 1`, or
+            a hyper-parameter is out of range.
 
     Example:
 
@@ -198,7 +211,14 @@ def cagrad(task_gradients, c=0.4, max_iterations=50):
             `MAX_EXACT_TASKS` tasks only).
 
     Returns:
-        `(D,)` float32 tensor.
+        `(D,)` float32 tensor; not finite when a gradient is not (a NaN
+        or inf gradient gives a non-finite update, which a NaN-step guard
+        or a loss-scale optimizer skips).
+
+    Raises:
+        TypeError: if `task_gradients` are not numbers.
+        ValueError: if `task_gradients` is not `(T, D)` with `T >= 1`, or
+            a hyper-parameter is out of range.
 
     Example:
 
@@ -267,7 +287,7 @@ class CAGrad(GradientMethod):
 
     def call(self, task_gradients, step=0):
         del step
-        gradients = ops.convert_to_tensor(task_gradients)
+        gradients = self._check_gradients(task_gradients)
         num_tasks = gradients.shape[0]
         return num_tasks * cagrad(gradients, self.c, self.max_iterations)
 

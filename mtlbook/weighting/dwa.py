@@ -4,6 +4,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from .base import LossWeighting
@@ -45,6 +46,13 @@ def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
     so the weights sum to `T` and a task whose loss falls slowly gets more
     weight.
 
+    A ratio needs two finite, positive losses: a task with a loss that is
+    0, negative, inf or NaN (or whose ratio overflows) gets the weight 1,
+    and the softmax runs over the other tasks, which share the rest of
+    the total `T` (every weight is 1 when no task has a ratio). The
+    weights stay finite and sum to `T`, and with usable losses they are
+    the formula's.
+
     Args:
         previous_losses: `(T,)` mean training losses of epoch `t-1`.
         earlier_losses: `(T,)` mean training losses of epoch `t-2`.
@@ -71,7 +79,21 @@ def dwa_weights(previous_losses, earlier_losses, temperature=2.0):
                                    previous_losses.shape[0])
     ratios = previous_losses / earlier_losses
     num_tasks = ops.cast(ops.shape(ratios)[0], "float32")
-    return num_tasks * ops.softmax(ratios / temperature)
+    weights = num_tasks * ops.softmax(ratios / temperature)
+    usable = (
+        ops.isfinite(previous_losses) & (previous_losses > 0.0)
+        & ops.isfinite(earlier_losses) & (earlier_losses > 0.0)
+        & ops.isfinite(ratios)
+    )
+    # the softmax over the usable tasks only, which share their number
+    # of weight units (computed apart, so that usable losses keep the
+    # formula's digits)
+    count = ops.sum(ops.cast(usable, "float32"))
+    masked = ops.where(usable, ratios / temperature, -np.inf)
+    masked = ops.where(ops.any(usable), masked, 0.0)
+    partial = count * ops.softmax(masked)
+    return ops.where(ops.all(usable), weights,
+                     ops.where(usable, partial, 1.0))
 
 
 @keras.saving.register_keras_serializable(package="mtlbook")

@@ -76,7 +76,10 @@ def gradnorm_weight_gradient(
             paper).
         active: optional `(T,)` bools. Only these tasks take part: the
             means run over them, and the others get a gradient of 0 (and
-            may hold any value, even NaN). Default: every task.
+            may hold any value, even NaN). Default: every task. A task
+            whose loss or initial loss is not finite and positive, or
+            whose gradient norm is not finite, never takes part (its
+            loss ratio would be 0, inf or NaN): the gradient stays finite.
 
     Returns:
         `(T,)` tensor, the gradient of `L_grad` w.r.t. the weights.
@@ -110,6 +113,14 @@ def gradnorm_weight_gradient(
                 f"`active` must have shape ({num_tasks},). "
                 f"Received: active.shape={tuple(active.shape)}"
             )
+
+    def usable(losses):
+        return ops.logical_and(ops.isfinite(losses), losses > 0.0)
+
+    active = ops.logical_and(
+        ops.logical_and(active, ops.isfinite(norms)),
+        ops.logical_and(usable(task_losses), usable(initial_losses)),
+    )
     # the inactive entries are replaced before use: their values, even
     # NaN or inf, cannot reach the active ones
     task_losses = ops.where(active, task_losses, 1.0)

@@ -90,8 +90,15 @@ def _affine_minimizers(gram, right_hand_sides):
 
 
 def _exact_weights(gram):
-    """Minimum-norm simplex weights by enumerating every support."""
+    """Minimum-norm simplex weights by enumerating every support.
+
+    A non-finite Gram matrix (a NaN or inf gradient) gives NaN weights:
+    the linear systems are solved on the identity instead, since some
+    backends raise on a system with non-finite entries.
+    """
     num_tasks = gram.shape[0]
+    finite = ops.all(ops.isfinite(gram))
+    gram = ops.where(finite, gram, ops.eye(num_tasks))
     solutions = _affine_minimizers(gram, ops.ones((num_tasks, 1)))[:, :, 0]
     weights = ops.maximum(solutions, 0.0)
     total = ops.sum(weights, axis=1, keepdims=True)
@@ -102,7 +109,8 @@ def _exact_weights(gram):
     # duality gap of Frank-Wolfe: 0 exactly at the minimum (first order)
     gaps = squared_norms - ops.min(products, axis=1)
     gaps = ops.where(ops.isnan(gaps), np.inf, gaps)
-    return ops.take(weights, ops.argmin(gaps), axis=0)
+    weights = ops.take(weights, ops.argmin(gaps), axis=0)
+    return ops.where(finite, weights, np.nan)
 
 
 def _frank_wolfe_weights(gram, max_iterations):
@@ -150,7 +158,14 @@ def mgda_weights(task_gradients, max_iterations=100):
             `MAX_EXACT_TASKS` tasks only).
 
     Returns:
-        `(T,)` float32 tensor of weights on the simplex.
+        `(T,)` float32 tensor of weights on the simplex (not finite when
+        a gradient is not: a NaN or inf gradient gives a non-finite
+        update, which a NaN-step guard or a loss-scale optimizer skips).
+
+    Raises:
+        TypeError: if `task_gradients` are not numbers.
+        ValueError: if `task_gradients` is not `(T, D)` with `T >= 1`, or
+            `max_iterations` is not an int >= 1.
 
     Example:
 
@@ -208,7 +223,7 @@ class MGDA(GradientMethod):
 
     def call(self, task_gradients, step=0):
         del step
-        gradients = ops.cast(check_task_gradients(task_gradients), "float32")
+        gradients = ops.cast(self._check_gradients(task_gradients), "float32")
         weights = mgda_weights(gradients, self.max_iterations)
         num_tasks = gradients.shape[0]
         return num_tasks * ops.matmul(weights, gradients)

@@ -1,6 +1,7 @@
 """PCGrad: projecting conflicting gradients (Yu et al., 2020)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from .base import (
@@ -16,6 +17,34 @@ def _mix(value):
     return ops.bitwise_xor(value, ops.right_shift(value, 16))
 
 
+def _check_integer(name, value, allow_none=False):
+    """Raises `TypeError` unless `value` is an int or integer scalar tensor.
+
+    Python values must be ints (not bools: `True` is no seed); integer
+    tensors and variables of rank 0 (the optimizer's step counter inside
+    a compiled train step) pass as they are.
+    """
+    if value is None and allow_none:
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    ):
+        return value
+    dtype = getattr(value, "dtype", None)
+    shape = getattr(value, "shape", None)
+    if dtype is not None and shape is not None and not isinstance(
+        value, (str, bytes)
+    ):
+        dtype = keras.backend.standardize_dtype(dtype)
+        if dtype.startswith(("int", "uint")) and len(shape) == 0:
+            return value
+    expected = "an int" + (" or None" if allow_none else "")
+    raise TypeError(
+        f"`{name}` must be {expected} (or an integer scalar tensor). "
+        f"Received: {name}={value!r}"
+    )
+
+
 def task_order(num_tasks, seed=None, step=0):
     """A random order of `num_tasks` tasks, a pure function of the seeds.
 
@@ -28,8 +57,9 @@ def task_order(num_tasks, seed=None, step=0):
     Args:
         num_tasks: int >= 1.
         seed: None (a fresh order from Keras's global random state) or an
-            int (or integer tensor).
-        step: int or integer tensor, e.g. the training step.
+            int (or integer scalar tensor); not a bool.
+        step: int or integer scalar tensor, e.g. the training step; not
+            a bool.
 
     Returns:
         `(num_tasks,)` int32 tensor, a permutation of `0 .. num_tasks - 1`.
@@ -47,6 +77,8 @@ def task_order(num_tasks, seed=None, step=0):
             f"`num_tasks` must be a positive int. Received: "
             f"num_tasks={num_tasks!r}"
         )
+    _check_integer("seed", seed, allow_none=True)
+    _check_integer("step", step)
     if seed is None:
         return ops.cast(
             ops.argsort(keras.random.uniform((num_tasks,))), "int32")
@@ -77,7 +109,14 @@ def pcgrad_weights(task_gradients, seed=None, step=0):
 
     Returns:
         `(T,)` float32 tensor, `w_j = sum_i A_ij`.
+
+    Raises:
+        TypeError: if `task_gradients` are not numbers, or `seed` or
+            `step` is no int.
+        ValueError: if `task_gradients` is not `(T, D)` with `T >= 1`.
     """
+    _check_integer("seed", seed, allow_none=True)
+    _check_integer("step", step)
     gram = normalized_gram_matrix(task_gradients)
     return _weights_of_gram(gram, seed, step)
 
@@ -135,9 +174,16 @@ def pcgrad(task_gradients, seed=None, step=0):
     pcgrad([[1.0, 0.0], [-1.0, 1.0]])  # [0.5, 1.5]
     ```
 
+    Raises:
+        TypeError: if `task_gradients` are not numbers, or `seed` or
+            `step` is no int.
+        ValueError: if `task_gradients` is not `(T, D)` with `T >= 1`.
+
     Reference:
         Yu et al., 2020, "Gradient Surgery for Multi-Task Learning".
     """
+    _check_integer("seed", seed, allow_none=True)
+    _check_integer("step", step)
     gradients = ops.cast(check_task_gradients(task_gradients), "float32")
     weights = _weights_of_gram(normalized_gram_matrix(gradients), seed, step)
     return ops.matmul(weights, gradients)
@@ -174,6 +220,7 @@ class PCGrad(GradientMethod):
         self.seed = seed
 
     def call(self, task_gradients, step=0):
+        self._check_gradients(task_gradients)
         return pcgrad(task_gradients, seed=self.seed, step=step)
 
     def get_config(self):
