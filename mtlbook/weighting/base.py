@@ -544,3 +544,63 @@ class UpdateEpoch(keras.callbacks.Callback):
             for name, weight in zip(self.strategy.task_names, weights):
                 logs[f"{name}_weight"] = float(weight)
         self.strategy.update_epoch()
+
+
+def support_masks(num_tasks):
+    """The `2^T - 1` non-empty subsets of `T` tasks, as 0/1 rows.
+
+    Args:
+        num_tasks: int >= 1.
+
+    Returns:
+        `(2^T - 1, T)` float32 NumPy array; row `k` has ones at the bits of
+        `k + 1`.
+
+    Example:
+
+    ```python
+    support_masks(2)  # [[1, 0], [0, 1], [1, 1]]
+    ```
+    """
+    codes = np.arange(1, 2 ** num_tasks)
+    return ((codes[:, None] >> np.arange(num_tasks)) & 1).astype("float32")
+
+
+def support_minimizers(gram, right_hand_sides):
+    """Solves `M_SS y = r_S` (shifted) on every support `S` at once.
+
+    For every support `S` (`support_masks`) it solves
+    `(M_SS + m 1 1^T + d I) y_S = r_S` with `y` zero outside `S`, where
+    `m` is the largest diagonal entry of `M` and `d = 1e-6 m`. The shift
+    `m 1 1^T` makes the matrix positive definite when the gradients of `S`
+    are affinely independent (the solution of the minimum-norm problem on
+    the affine hull is `y / sum(y)` with `r = 1`); the ridge `d I` keeps
+    every system solvable when they are not (duplicated gradients), and
+    such supports are never the only solution.
+
+    Args:
+        gram: `(T, T)` float32 Gram matrix.
+        right_hand_sides: `(T, R)` tensor, `R` right-hand sides.
+
+    Returns:
+        `(2^T - 1, T, R)` tensor of the solutions.
+
+    Example:
+
+    ```python
+    support_minimizers(ops.eye(2), ops.ones((2, 1)))[:, :, 0]
+    ```
+    """
+    num_tasks = gram.shape[0]
+    masks = ops.convert_to_tensor(support_masks(num_tasks))
+    level = ops.max(ops.diagonal(gram))
+    level = ops.where(level > 0.0, level, 1.0)
+    identity = ops.eye(num_tasks)
+    inside = masks[:, :, None] * masks[:, None, :]
+    systems = (
+        inside * (gram + level)[None]
+        + (1.0 - masks)[:, :, None] * identity[None]
+        + (1e-6 * level) * masks[:, :, None] * identity[None]
+    )
+    right = masks[:, :, None] * right_hand_sides[None]
+    return ops.solve(systems, right)

@@ -7,7 +7,8 @@ import numpy as np
 from keras import ops
 
 from .base import (
-    GradientMethod, check_task_gradients, normalized_gram_matrix)
+    GradientMethod, check_task_gradients, normalized_gram_matrix,
+    support_minimizers)
 
 #: Up to this many tasks the dual problem is solved exactly, on every
 #: support.
@@ -34,12 +35,6 @@ def _check_iterations(max_iterations):
     return int(max_iterations)
 
 
-def _support_masks(num_tasks):
-    """`(2^T - 1, T)` 0/1 rows: every non-empty subset of the tasks."""
-    codes = np.arange(1, 2 ** num_tasks)
-    return ((codes[:, None] >> np.arange(num_tasks)) & 1).astype("float32")
-
-
 def _objective(weights, gram, gram_mean, radius):
     """`F(w) = g_w . g_0 + radius |g_w|` for rows of weights, and `|g_w|`."""
     products = ops.matmul(weights, gram)
@@ -63,21 +58,12 @@ def _exact_weights(gram, gram_mean, radius):
     finite = ops.all(ops.isfinite(gram)) & ops.all(ops.isfinite(gram_mean))
     gram = ops.where(finite, gram, ops.eye(num_tasks))
     gram_mean = ops.where(finite, gram_mean, 1.0)
-    masks = ops.convert_to_tensor(_support_masks(num_tasks))
+    # one solve per support (see `support_minimizers`): two right-hand
+    # sides, the ones and the mean's products
+    solutions = support_minimizers(gram, ops.stack(
+        [ops.ones((num_tasks,)), gram_mean], axis=1))
     level = ops.max(ops.diagonal(gram))
     level = ops.where(level > 0.0, level, 1.0)
-    identity = ops.eye(num_tasks)
-    inside = masks[:, :, None] * masks[:, None, :]
-    # positive definite on affinely independent supports; the ridge keeps
-    # the others (duplicated gradients) solvable
-    systems = (
-        inside * (gram + level)[None]
-        + (1.0 - masks)[:, :, None] * identity[None]
-        + (1e-6 * level) * masks[:, :, None] * identity[None]
-    )
-    right = masks[:, :, None] * ops.stack(
-        [ops.ones((num_tasks,)), gram_mean], axis=1)[None]
-    solutions = ops.solve(systems, right)
     ones_part, mean_part = solutions[:, :, 0], solutions[:, :, 1]
     ones_sum = ops.sum(ones_part, axis=1, keepdims=True)
     ones_sum = ops.where(ones_sum > 0.0, ones_sum, 1.0)

@@ -5,7 +5,8 @@ import numpy as np
 from keras import ops
 
 from .base import (
-    GradientMethod, check_task_gradients, normalized_gram_matrix)
+    GradientMethod, check_task_gradients, normalized_gram_matrix,
+    support_minimizers)
 
 #: Up to this many tasks the minimum is solved exactly, on every support.
 MAX_EXACT_TASKS = 10
@@ -29,66 +30,6 @@ def _two_vector_min_norm(dot_11, dot_12, dot_22):
     return ops.clip(gamma, 0.0, 1.0)
 
 
-def _support_masks(num_tasks):
-    """The `2^T - 1` non-empty subsets of `T` tasks, as 0/1 rows.
-
-    Args:
-        num_tasks: int >= 1.
-
-    Returns:
-        `(2^T - 1, T)` float32 NumPy array; row `k` has ones at the bits of
-        `k + 1`.
-
-    Example:
-
-    ```python
-    _support_masks(2)  # [[1, 0], [0, 1], [1, 1]]
-    ```
-    """
-    codes = np.arange(1, 2 ** num_tasks)
-    return ((codes[:, None] >> np.arange(num_tasks)) & 1).astype("float32")
-
-
-def _affine_minimizers(gram, right_hand_sides):
-    """Solves `M_SS y = r_S` (shifted) on every support `S` at once.
-
-    For every support `S` (`_support_masks`) it solves
-    `(M_SS + m 1 1^T + d I) y_S = r_S` with `y` zero outside `S`, where
-    `m` is the largest diagonal entry of `M` and `d = 1e-6 m`. The shift
-    `m 1 1^T` makes the matrix positive definite when the gradients of `S`
-    are affinely independent (the solution of the minimum-norm problem on
-    the affine hull is `y / sum(y)` with `r = 1`); the ridge `d I` keeps
-    every system solvable when they are not (duplicated gradients), and
-    such supports are never the only solution.
-
-    Args:
-        gram: `(T, T)` float32 Gram matrix.
-        right_hand_sides: `(T, R)` tensor, `R` right-hand sides.
-
-    Returns:
-        `(2^T - 1, T, R)` tensor of the solutions.
-
-    Example:
-
-    ```python
-    _affine_minimizers(ops.eye(2), ops.ones((2, 1)))[:, :, 0]
-    ```
-    """
-    num_tasks = gram.shape[0]
-    masks = ops.convert_to_tensor(_support_masks(num_tasks))
-    level = ops.max(ops.diagonal(gram))
-    level = ops.where(level > 0.0, level, 1.0)
-    identity = ops.eye(num_tasks)
-    inside = masks[:, :, None] * masks[:, None, :]
-    systems = (
-        inside * (gram + level)[None]
-        + (1.0 - masks)[:, :, None] * identity[None]
-        + (1e-6 * level) * masks[:, :, None] * identity[None]
-    )
-    right = masks[:, :, None] * right_hand_sides[None]
-    return ops.solve(systems, right)
-
-
 def _exact_weights(gram):
     """Minimum-norm simplex weights by enumerating every support.
 
@@ -99,7 +40,7 @@ def _exact_weights(gram):
     num_tasks = gram.shape[0]
     finite = ops.all(ops.isfinite(gram))
     gram = ops.where(finite, gram, ops.eye(num_tasks))
-    solutions = _affine_minimizers(gram, ops.ones((num_tasks, 1)))[:, :, 0]
+    solutions = support_minimizers(gram, ops.ones((num_tasks, 1)))[:, :, 0]
     weights = ops.maximum(solutions, 0.0)
     total = ops.sum(weights, axis=1, keepdims=True)
     weights = ops.where(total > 0.0, weights / ops.where(
