@@ -23,6 +23,18 @@ from mtlbook.weighting.base import (
     scale_task_gradients)
 
 SCALES = [1e-30, 1e-20, 1e-10, 3.7e-3, 1.0, 7.1e4, 1e10, 1e20, 1e30]
+# The JAX pass (`make test-jax`) checks that the same keras.ops code gives
+# the same answers on a second backend; every case shape is compiled anew
+# there, so it runs each adversarial kind twice and the extreme scales
+# instead of the whole TensorFlow set (same assertions, fewer repetitions).
+ON_JAX = keras.backend.backend() == "jax"
+if ON_JAX:
+    SCALES = [1e-30, 3.7e-3, 1e30]
+
+
+def case_count(count):
+    """`count` cases on TensorFlow, two of each kind on JAX."""
+    return min(count, 12) if ON_JAX else count
 
 
 def numpy(x):
@@ -174,9 +186,9 @@ def test_references_on_hand_cases():
 
 # --- item 4: exact solutions ------------------------------------------------
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0] if ON_JAX else [0, 1])
 def test_mgda_matches_the_exact_minimum(seed):
-    for kind, gradients in adversarial_cases(seed, 36):
+    for kind, gradients in adversarial_cases(seed, case_count(36)):
         weights = numpy(mgda_weights(gradients))
         assert weights.min() >= 0.0 and abs(weights.sum() - 1) < 1e-5, kind
         expected = mgda_reference(gradients) @ gradients.astype("float64")
@@ -197,7 +209,8 @@ def test_mgda_face_case_where_frank_wolfe_stalls():
 
 
 def test_cagrad_matches_the_exact_minimum():
-    for kind, gradients in adversarial_cases(2, 24, max_tasks=6):
+    for kind, gradients in adversarial_cases(2, case_count(24),
+                                          max_tasks=6):
         for c in (0.4, 0.9):
             expected = cagrad_reference(gradients, c)
             assert_update_close(numpy(cagrad(gradients, c)), expected,
