@@ -9,8 +9,10 @@ ones. A test compares each stored hash with its chapter, so stale numbers
 cannot stay in the book.
 """
 
+import base64
 import datetime
 import hashlib
+import html
 import json
 import os
 import pathlib
@@ -294,8 +296,19 @@ def provenance(record):
             f"at commit `{commit}` on {where}{took}; {stack}")
 
 
+def _code_spans(text):
+    """`text` as HTML, with its `backquoted` parts as <code>."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{piece}</code>" if index % 2 else piece
+                   for index, piece in enumerate(pieces))
+
+
 def show(chapter, directory=None, tables=None, figures=None):
     """Displays a chapter's stored full-size results with their provenance.
+
+    Everything is one HTML output (tables, then the figures as embedded
+    PNG images), so that a rendered page's figure caption for the cell
+    appears once.
 
     Args:
         chapter: str. The chapter's file name without `.ipynb`.
@@ -306,7 +319,7 @@ def show(chapter, directory=None, tables=None, figures=None):
     Returns:
         The record of `load`, or None (after saying so) when there is none.
     """
-    from IPython.display import Image, Markdown, display
+    from IPython.display import HTML, Markdown, display
 
     record = load(chapter, directory)
     if record is None:
@@ -315,12 +328,22 @@ def show(chapter, directory=None, tables=None, figures=None):
             f"`make full CHAPTER={chapter}` (or set `MTLBOOK_SIZE=full`). "
             "The repository keeps one under `book/results/`.*"))
         return None
-    display(Markdown(f"**Stored full-size run** ({provenance(record)})"))
+    # One output for the whole record: a rendered page gives a cell's
+    # figure caption to each output, so several outputs would repeat it.
+    parts = ["<p><strong>Stored full-size run</strong> ("
+             + _code_spans(provenance(record)) + ")</p>"]
     for name, table in record["tables"].items():
         if tables is None or name in tables:
-            display(Markdown(f"*{name.replace('_', ' ')}*"))
-            display(table)
+            parts.append(f"<p><em>{html.escape(name.replace('_', ' '))}"
+                         "</em></p>")
+            parts.append(table.to_html(
+                float_format=lambda value: f"{value:.4g}", border=0))
     for name, path in record["figure_paths"].items():
         if figures is None or name in figures:
-            display(Image(filename=str(path)))
+            data = base64.b64encode(pathlib.Path(path).read_bytes())
+            parts.append(
+                f'<p><img src="data:image/png;base64,{data.decode()}" '
+                f'alt="stored full-size run: {html.escape(name)}" '
+                'style="max-width: 100%"></p>')
+    display(HTML("\n".join(parts)))
     return record
