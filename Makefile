@@ -104,7 +104,9 @@ test-colab-all: $(COLAB_STAMP)
 # marked `tensorflow` and deselected here.
 JAX_TESTS := tests/test_layers.py tests/test_gradient_reversal.py \
 	tests/test_weighting.py tests/test_copyable.py tests/test_layer_harness.py \
-	tests/test_weighting_state.py tests/test_weighting_numerics.py
+	tests/test_weighting_state.py tests/test_weighting_numerics.py \
+	tests/test_continual.py tests/test_distillation.py tests/test_adapter.py \
+	tests/test_lora.py
 .PHONY: test-jax
 test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -o addopts="-p no:cacheprovider \

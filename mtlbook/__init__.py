@@ -12,6 +12,10 @@ that a reader can copy one file into a project:
   methods and `MultiTaskModel`.
 - `mtlbook.transfer`: backbones, freezing, learning-rate groups.
 - `mtlbook.adaptation`: domain-adversarial training (DANN).
+- `mtlbook.continual`: learning a new task without forgetting the old
+  (the Fisher information, Elastic Weight Consolidation).
+- `mtlbook.distillation`: soft targets and teacher annealing, several
+  teachers into one multi-task student.
 - `mtlbook.plot`: figures (imports matplotlib; nothing else does).
 - `mtlbook.metrics`: Δm against single-task baselines, paired differences
   over seeds with confidence intervals.
@@ -25,11 +29,12 @@ imports matplotlib.
 
 import importlib
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _SUBMODULES = (
     "data", "tf1", "plot", "layers", "models", "weighting", "training",
     "transfer", "bench", "adaptation", "metrics", "sizes", "results",
+    "continual", "distillation",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

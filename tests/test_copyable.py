@@ -25,8 +25,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "mtlbook"
 # Per folder, per module: the sibling modules it imports (and may import).
 SIBLINGS = {
     "layers": {
-        "__init__": {"cross_stitch", "dense_stack", "gradient_reversal",
-                     "mmoe", "ple"},
+        "__init__": {"adapter", "cross_stitch", "dense_stack",
+                     "gradient_reversal", "mmoe", "ple"},
+        "adapter": set(),
         "cross_stitch": set(),
         "dense_stack": set(),
         "gradient_reversal": set(),
@@ -47,11 +48,12 @@ SIBLINGS = {
         "uncertainty": {"base"},
     },
     "transfer": {
-        "__init__": {"backbones", "freezing", "learning_rates",
+        "__init__": {"backbones", "freezing", "learning_rates", "lora",
                      "pretrained", "unfreezing"},
         "backbones": set(),
         "freezing": set(),
         "learning_rates": set(),
+        "lora": set(),
         "pretrained": set(),
         "unfreezing": {"freezing"},
     },
@@ -72,6 +74,7 @@ TENSORFLOW = {}
 # keras, ops, np and close(actual, expected)), run on the copy.
 SMOKE = {
     "layers/__init__": "assert {'CrossStitch', 'PLE'} <= set(__all__)",
+    "layers/adapter": "close(Adapter(2)(ops.ones((2, 3))), np.ones((2, 3)))",
     "layers/cross_stitch": (
         "a, b = CrossStitch(self_weight=1.0)([ops.ones((2, 3)),"
         " ops.zeros((2, 3))])\n"

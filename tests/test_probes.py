@@ -991,6 +991,136 @@ def _metric_probes():
 _metric_probes()
 
 
+# ============================================================ distillation
+DI = "mtlbook/distillation.py"
+
+
+def _distillation():
+    import mtlbook.distillation as distillation
+
+    return distillation
+
+
+TEACHER3 = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], "float32")
+STUDENT3 = np.array([[0.0, 1.0, 1.0], [1.0, -1.0, 0.0]], "float32")
+PROBABILITIES3 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+
+
+def _kl_by_hand(teacher, student, temperature):
+    p = np.exp(teacher / temperature)
+    p /= p.sum(axis=1, keepdims=True)
+    q = np.exp(student / temperature)
+    q /= q.sum(axis=1, keepdims=True)
+    return temperature**2 * np.sum(p * np.log(p / q), axis=1).mean()
+
+
+def _distillation_probes():
+    def soft(**kw):
+        base = {"teacher_logits": TEACHER3, "student_logits": STUDENT3}
+        return _distillation().soft_target_loss(**{**base, **kw})
+
+    def annealed(**kw):
+        base = {"labels": np.array([1, 2]),
+                "teacher_probabilities": PROBABILITIES3, "step": 1,
+                "total_steps": 4}
+        return _distillation().annealed_targets(**{**base, **kw})
+
+    def targets(**kw):
+        base = {"labels": np.array([2, 0]), "teacher_logits": TEACHER3}
+        return _distillation().distillation_targets(**{**base, **kw})
+
+    def loss(**kw):
+        return _distillation().DistillationLoss(**kw)
+
+    for temperature in (1.0, 4.0):
+        add(f"soft_target_loss-by-hand-T={temperature}",
+            lambda t=temperature: soft(temperature=t),
+            correct(lambda v, t=temperature: close(
+                v, _kl_by_hand(TEACHER3, STUDENT3, t), rtol=1e-5)), DI)
+    add("soft_target_loss-equal-logits-zero",
+        lambda: soft(student_logits=TEACHER3 + 3.0),
+        correct(lambda v: abs(float(numpy(v))) < 1e-6), DI)
+    add("soft_target_loss-float16",
+        lambda: soft(teacher_logits=TEACHER3.astype("float16"),
+                     student_logits=STUDENT3.astype("float16")),
+        correct(lambda v: close(v, _kl_by_hand(TEACHER3, STUDENT3, 2.0),
+                                rtol=1e-3)), DI)
+    add("soft_target_loss-nan-propagates",
+        lambda: soft(student_logits=STUDENT3 * NAN),
+        correct(not_finite), DI)
+    PROBES.extend(generated("soft_target_loss", DI, soft, {},
+                            {"temperature": "positive_float"}))
+    add("soft_target_loss-teacher_logits-1d",
+        lambda: soft(teacher_logits=TEACHER3[0], student_logits=STUDENT3[0]),
+        error("teacher_logits", show_value=False), DI)
+    add("soft_target_loss-shape-mismatch",
+        lambda: soft(student_logits=STUDENT3[:, :2]),
+        error(("teacher_logits", "student_logits"), show_value=False), DI)
+
+    add("annealed_targets-by-hand",  # lambda = 1 / 4
+        lambda: annealed(),
+        correct(lambda v: close(v, [[0.525, 0.4, 0.075],
+                                    [0.075, 0.075, 0.85]])), DI)
+    add("annealed_targets-endpoints",
+        lambda: (annealed(step=0), annealed(step=4)),
+        correct(lambda v: close(v[0], PROBABILITIES3)
+                and close(v[1], [[0, 1, 0], [0, 0, 1]])), DI)
+    PROBES.extend(generated("annealed_targets", DI, annealed, {},
+                            {"step": "int_ge0",
+                             "total_steps": "positive_int"}))
+    add("annealed_targets-step-over-total", lambda: annealed(step=5),
+        error("step", "5"), DI)
+    for label, name, value in (
+            ("out-of-range", "labels", np.array([0, 3])),
+            ("float", "labels", np.array([0.0, 1.0])),
+            ("empty", "labels", np.array([], "int64")),
+            ("rows-not-summing-to-1", "teacher_probabilities", np.ones((2, 3))),
+            ("1d", "teacher_probabilities", np.ones(3)),
+            ("nan", "teacher_probabilities", PROBABILITIES3 * NAN),
+            ("str", "teacher_probabilities", "x")):
+        add(f"annealed_targets-{name}-{label}",
+            lambda n=name, v=value: annealed(**{n: v}),
+            error(name, show_value=False), DI)
+    add("annealed_targets-row-mismatch",
+        lambda: annealed(labels=np.array([0, 1, 2])),
+        error(("labels", "teacher_probabilities"), show_value=False), DI)
+
+    add("distillation_targets-by-hand", lambda: targets(),
+        correct(lambda v: close(v, [[0, 0, 1, 1.0, 2.0, 0.5],
+                                    [1, 0, 0, 0.0, 0.0, 3.0]])), DI)
+    for label, name, value in (
+            ("out-of-range", "labels", np.array([0, 5])),
+            ("row-mismatch", "labels", np.array([0, 1, 2])),
+            ("inf", "teacher_logits", TEACHER3 + INF),
+            ("1d", "teacher_logits", TEACHER3[0]),
+            ("None", "teacher_logits", None)):
+        add(f"distillation_targets-{name}-{label}",
+            lambda n=name, v=value: targets(**{n: v}),
+            error(name, show_value=False), DI)
+
+    add("DistillationLoss-soft-equals-soft_target_loss",
+        lambda: loss(temperature=2.0, label_weight=0.0)(targets(), STUDENT3),
+        correct(lambda v: close(v, _kl_by_hand(TEACHER3, STUDENT3, 2.0),
+                                rtol=1e-5)), DI)
+    add("DistillationLoss-labels-equal-cross-entropy",
+        lambda: loss(label_weight=1.0)(targets(), STUDENT3),
+        correct(lambda v: close(v, keras.ops.mean(
+            keras.losses.sparse_categorical_crossentropy(
+                np.array([2, 0]), STUDENT3, from_logits=True)), rtol=1e-5)),
+        DI)
+    add("DistillationLoss-config-round-trip",
+        lambda: _distillation().DistillationLoss.from_config(
+            loss(temperature=3.0, label_weight=0.25).get_config()),
+        correct(lambda v: (v.temperature, v.label_weight) == (3.0, 0.25)),
+        DI)
+    PROBES.extend(generated("DistillationLoss", DI, loss, {},
+                            {"temperature": "positive_float",
+                             "label_weight": "unit"}))
+
+
+_distillation_probes()
+
+
 # ================================================================= models
 MO = "mtlbook/models.py"
 
@@ -1864,6 +1994,125 @@ def _transfer_probes():
 _transfer_probes()
 
 
+# ============================================= parameter-efficient tuning
+def _peft_mlp():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(4, activation="relu", name="d1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
+
+
+def _peft_probes():
+    PROBES.extend(generated(
+        "Adapter", L + "adapter.py",
+        lambda **kw: _layers().Adapter(**kw), {"bottleneck": 2},
+        {"bottleneck": "positive_int",
+         "activation": ("no_such_activation", 3)}))
+    add("Adapter-identity-at-start",
+        lambda: numpy(_layers().Adapter(2)(np.ones((2, 3), "float32"))),
+        correct(lambda y: np.array_equal(y, np.ones((2, 3)))),
+        L + "adapter.py")
+    add("Adapter-unknown-last-axis",
+        lambda: _layers().Adapter(2).build((None, None)),
+        error("input_shape", show_value=False), L + "adapter.py")
+
+    def enable(**kw):
+        return _transfer().enable_lora(**{"model": _peft_mlp(), **kw})
+
+    PROBES.extend(generated(
+        "enable_lora", TR + "lora.py", enable, {"rank": 2},
+        {"rank": "positive_int",
+         "layers": ("d1", (), [], ["nope"], [3])}))
+    add("enable_lora-model-str",
+        lambda: _transfer().enable_lora("model", 2),
+        error("model", "str"), TR + "lora.py")
+    add("enable_lora-layer-without-lora",
+        lambda: _transfer().enable_lora(
+            keras.Sequential([keras.Input((3,)),
+                              keras.layers.LayerNormalization(name="ln")]),
+            2, layers=["ln"]),
+        error("layers", "'ln'"), TR + "lora.py")
+    add("enable_lora-twice",
+        lambda: _transfer().enable_lora(
+            _transfer().enable_lora(_peft_mlp(), 2), 2, layers=["d1"]),
+        error("layers", "'d1'"), TR + "lora.py")
+    add("enable_lora-starts-unchanged",
+        lambda: (lambda m, before: np.array_equal(
+            before, numpy(_transfer().enable_lora(m, 2)(np.ones((2, 6))))))(
+                *(lambda m: (m, numpy(m(np.ones((2, 6))))))(_peft_mlp())),
+        correct(lambda same: same is True), TR + "lora.py")
+    add("lora_parameter_count-by-hand",
+        lambda: _transfer().lora_parameter_count(
+            _transfer().enable_lora(_peft_mlp(), 2)),
+        correct(lambda n: n == 2 * (6 + 4) + 2 * (4 + 3)), TR + "lora.py")
+    add("lora_parameter_count-model-str",
+        lambda: _transfer().lora_parameter_count("model"),
+        error("model", "str"), TR + "lora.py")
+    add("lora_state-without-lora",
+        lambda: _transfer().lora_state(_peft_mlp()),
+        error("model", show_value=False), TR + "lora.py")
+    add("lora_state-keys",
+        lambda: sorted(_transfer().lora_state(
+            _transfer().enable_lora(_peft_mlp(), 1))),
+        correct(lambda keys: keys == ["d1/lora_kernel_a", "d1/lora_kernel_b",
+                                      "head/lora_kernel_a",
+                                      "head/lora_kernel_b"]),
+        TR + "lora.py")
+
+    def load(state):
+        model = _transfer().enable_lora(_peft_mlp(), 1)
+        return _transfer().load_lora_state(model, state(model))
+
+    add("load_lora_state-state-list", lambda: load(lambda m: [1]),
+        error("state", "list"), TR + "lora.py")
+    add("load_lora_state-missing-key",
+        lambda: load(lambda m: {"d1/lora_kernel_a": np.zeros((6, 1))}),
+        error("state", show_value=False), TR + "lora.py")
+    add("load_lora_state-wrong-shape",
+        lambda: load(lambda m: {**_transfer().lora_state(m),
+                                "d1/lora_kernel_a": np.zeros((6, 2))}),
+        error("state", "(6, 2)"), TR + "lora.py")
+    add("merge_lora-model-layer",
+        lambda: _transfer().merge_lora(keras.layers.Dense(2)),
+        error("model", "Dense"), TR + "lora.py")
+
+    def merged_gap():
+        model = _transfer().enable_lora(_peft_mlp(), 2)
+        for layer in model.layers[1:]:
+            layer.lora_kernel_b.assign(
+                np.ones(tuple(layer.lora_kernel_b.shape)) * 0.3)
+        x = np.linspace(-1, 1, 12).reshape(2, 6).astype("float32")
+        merged = _transfer().merge_lora(model)
+        return float(np.abs(numpy(merged(x)) - numpy(model(x))).max())
+
+    add("merge_lora-same-outputs", merged_gap,
+        correct(lambda gap: gap < 1e-5), TR + "lora.py")
+    add("takes_lora-str", lambda: _transfer().takes_lora("dense"),
+        correct(lambda v: v is False), TR + "lora.py")
+    add("takes_lora-dense", lambda: _transfer().takes_lora(
+        keras.layers.Dense(2)), correct(lambda v: v is True), TR + "lora.py")
+
+    def bitfit(**kw):
+        return _transfer().bitfit(**{"model": _peft_mlp(), **kw})
+
+    PROBES.extend(generated(
+        "bitfit", TR + "freezing.py", bitfit, {},
+        {"heads": ("head", 3, None, ["nope"], [3])}))
+    add("bitfit-model-str", lambda: _transfer().bitfit("model"),
+        error("model", "str"), TR + "freezing.py")
+    add("bitfit-trains-biases-and-heads",
+        lambda: [w.path for w in bitfit(heads=["head"]).trainable_weights],
+        correct(lambda paths: paths == ["d1/bias", "head/kernel",
+                                        "head/bias"]), TR + "freezing.py")
+    add("is_bias-layer-str", lambda: _transfer().is_bias("dense", None),
+        error("layer", "str"), TR + "freezing.py")
+    add("is_bias-variable-int",
+        lambda: _transfer().is_bias(keras.layers.Dense(2), 3),
+        error("variable", "int"), TR + "freezing.py")
+
+
+_peft_probes()
+
+
 # ========================================================= plot, results
 P = "mtlbook/plot.py"
 R = "mtlbook/results.py"
@@ -1973,6 +2222,123 @@ _plot_probes()
 _results_probes()
 
 
+# ============================================================== continual
+C = "mtlbook/continual.py"
+
+
+def _continual():
+    import mtlbook.continual as continual
+
+    return continual
+
+
+def _softmax_regression():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.Dense(3)(inputs))
+
+
+CONTINUAL_X = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+CONTINUAL_Y = np.array([0, 1, 2, 1, 0, 2], "int32")
+
+
+def _continual_probes():
+    def fisher(**kw):
+        base = {"model": _softmax_regression(), "x": CONTINUAL_X}
+        return _continual().fisher_diagonal(**{**base, **kw})
+
+    def true_fisher(result):  # the closed form p_c (1 - p_c) x_j^2
+        kernel, bias = _softmax_regression().get_weights()
+        z = CONTINUAL_X.astype("float64") @ kernel + bias
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        expected = np.mean(CONTINUAL_X[:, :, None] ** 2
+                           * (p * (1 - p))[:, None, :], axis=0)
+        return close(result[0], expected) and close(result[1],
+                                                    np.mean(p * (1 - p), 0))
+
+    PROBES.extend(generated(
+        "fisher_diagonal", C, fisher, {},
+        {"labels": ("true", None, 1),
+         "batch_size": "positive_int", "samples": "positive_int",
+         "seed": (1.5, "0", -1), "from_logits": "flag",
+         "model": ("net", None, keras.layers.Dense(3)),
+         "variables": ([], "kernel", [np.ones(3)])}, tensorflow=True))
+    add("fisher_diagonal-true-fisher-closed-form", lambda: fisher(),
+        correct(true_fisher), C, tensorflow=True)
+    add("fisher_diagonal-one-example", lambda: fisher(x=CONTINUAL_X[:1]),
+        correct(lambda r: all(finite(a) and (a >= 0).all() for a in r)), C,
+        tensorflow=True)
+    add("fisher_diagonal-empirical-needs-y",
+        lambda: fisher(labels="data"), error("y", "None"), C,
+        tensorflow=True)
+    add("fisher_diagonal-label-out-of-range",
+        lambda: fisher(labels="data", y=np.full(6, 3, "int32")),
+        error("y", show_value=False), C, tensorflow=True)
+    add("fisher_diagonal-empty-x", lambda: fisher(x=CONTINUAL_X[:0]),
+        error("x", "(0, 3)"), C, tensorflow=True)
+    add("fisher_diagonal-nan-x",
+        lambda: fisher(x=np.full((2, 3), NAN, "float32")),
+        error("x", show_value=False), C, tensorflow=True)
+    add("fisher_diagonal-wrong-features", lambda: fisher(x=np.ones((2, 5))),
+        error("x", "(2, 5)"), C, tensorflow=True)
+    add("fisher_diagonal-one-output-unit",
+        lambda: fisher(model=keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(1)])),
+        error("model", show_value=False), C, tensorflow=True)
+
+    def penalty(**kw):
+        model = _softmax_regression()
+        base = {"variables": model.trainable_variables,
+                "fisher": [np.ones((3, 3)), np.ones(3)]}
+        return _continual().ElasticWeightConsolidation(**{**base, **kw})
+
+    PROBES.extend(generated(
+        "ElasticWeightConsolidation", C, penalty, {},
+        {"strength": "float_ge0",
+         "variables": ([], "kernel", None, [np.ones(3)]),
+         "fisher": ("F", None, 1.0)}))
+    add("ElasticWeightConsolidation-fisher-wrong-shape",
+        lambda: penalty(fisher=[np.ones((3, 2)), np.ones(3)]),
+        error("fisher[0]", "(3, 2)"), C)
+    add("ElasticWeightConsolidation-fisher-count",
+        lambda: penalty(fisher=[np.ones((3, 3))]), error("fisher", "1"), C)
+    add("ElasticWeightConsolidation-negative-fisher",
+        lambda: penalty(fisher=[-np.ones((3, 3)), np.ones(3)]),
+        error("fisher[0]", "-1.0"), C)
+    add("ElasticWeightConsolidation-nan-anchors",
+        lambda: penalty(anchors=[np.full((3, 3), NAN), np.ones(3)]),
+        error("anchors[0]", show_value=False), C)
+    add("ElasticWeightConsolidation-zero-at-anchors", lambda: penalty()(),
+        correct(lambda value: close(value, 0.0)), C)
+
+    def moved():  # every weight moved by 0.5 from its anchor: 1/2 * 12 * 0.25
+        ewc = penalty(strength=1.0)
+        return ewc([v + 0.5 for v in ewc.anchors])
+
+    add("ElasticWeightConsolidation-by-hand", moved,
+        correct(lambda value: close(value, 1.5)), C)
+    add("ElasticWeightConsolidation-zero-strength",
+        lambda: penalty(strength=0.0)([v + 1e10 for v in penalty().anchors]),
+        correct(lambda value: close(value, 0.0)), C)
+    add("ElasticWeightConsolidation.update-wrong-shape",
+        lambda: penalty().update([np.ones(3), np.ones(3)]),
+        error("fisher[0]", "(3,)"), C)
+    add("ElasticWeightConsolidation.__call__-wrong-values",
+        lambda: penalty()([np.ones((3, 3))]), error("values", "1"), C)
+
+    def set_strength(value):
+        penalty().strength = value
+
+    for value in (-1.0, NAN, True, "1"):
+        add(f"ElasticWeightConsolidation.strength={value!r}",
+            lambda v=value: set_strength(v), error("strength", value=value),
+            C)
+
+
+_continual_probes()
+
+
 def _check_ids():
     ids = [probe.id for probe in PROBES]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -2040,7 +2406,7 @@ if __name__ == "__main__":
 # ------------------------------------------------------------- coverage
 PROBED_MODULES = ("layers", "weighting", "training", "transfer",
                   "adaptation", "data", "models", "metrics", "plot",
-                  "results")
+                  "results", "continual", "distillation")
 
 
 def public_names(module_name):

@@ -1,5 +1,7 @@
 """Keras 3 layers for multi-task and transfer learning.
 
+- `Adapter`: a bottleneck MLP with a residual, identity at first, for
+  parameter-efficient fine-tuning (Houlsby et al.).
 - `DenseStack`: Dense layers in a row (experts, towers).
 - `CrossStitch`: learned linear mixing of task branches (Misra et al.).
 - `MMoE`, `OMoE`: multi-gate / one-gate mixture of experts (Ma et al.).
@@ -13,6 +15,7 @@ the sibling files it needs, relatively (`from .dense_stack import ...`), so
 it can be copied into another project (tests/test_copyable.py checks it).
 """
 
+from .adapter import Adapter
 from .cross_stitch import CrossStitch
 from .dense_stack import DenseStack
 from .gradient_reversal import (
@@ -24,6 +27,6 @@ from .mmoe import MMoE, OMoE
 from .ple import CGC, PLE
 
 __all__ = [
-    "CGC", "PLE", "CrossStitch", "DANNSchedule", "DenseStack",
+    "Adapter", "CGC", "PLE", "CrossStitch", "DANNSchedule", "DenseStack",
     "GradientReversal", "MMoE", "OMoE", "dann_lambda",
 ]

@@ -19,6 +19,9 @@ learned on the large source data set are not overwritten by the noisy
 statistics of small target batches. `unfreeze` applies the rule by default.
 Calling a backbone as `backbone(x, training=False)` inside a new model
 enforces inference mode for all of its layers too (Dropout included).
+
+`bitfit` goes below the layer: it freezes every variable except the
+biases, with the per-variable switch `variable.trainable`.
 """
 
 import keras
@@ -193,3 +196,102 @@ def trainable_summary(model):
         "batchnorm_frozen": sum(not layer.trainable for layer in norms),
         "batchnorm_trainable": sum(bool(layer.trainable) for layer in norms),
     }
+
+
+def is_bias(layer, variable):
+    """Whether `variable` of `layer` is a bias, for `bitfit`.
+
+    Biases are the variables named `bias` (Dense, EinsumDense,
+    convolutions, attention projections) and the offsets `beta` of
+    LayerNormalization / GroupNormalization; BatchNormalization's `beta`
+    is not one (the layer stays frozen, see the module docstring).
+
+    Args:
+        layer: the Keras layer that owns `variable`.
+        variable: one of `layer`'s own variables.
+
+    Returns:
+        bool.
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(
+            "`layer` must be a Keras layer. "
+            f"Received: layer={type(layer).__name__}"
+        )
+    if not isinstance(getattr(variable, "name", None), str):
+        raise TypeError(
+            "`variable` must be a Keras variable. "
+            f"Received: variable={type(variable).__name__}"
+        )
+    name = variable.name.split("/")[-1]
+    if is_batchnorm(layer):
+        return False
+    return name == "bias" or (name == "beta" and isinstance(
+        layer, (keras.layers.LayerNormalization,
+                keras.layers.GroupNormalization)))
+
+
+def bitfit(model, heads=()):
+    """Freezes every weight of `model` except its biases (BitFit).
+
+    Keras's `layer.trainable` is per layer, so BitFit uses the per-variable
+    switch that Keras 3 also has: `variable.trainable = False` leaves one
+    variable out of `model.trainable_weights` while the layer stays
+    trainable (Keras's own LoRA freezes a kernel this way). The model and
+    its layers are made trainable, then every variable that is not a bias
+    (`is_bias`) is frozen; the layers in `heads` (a new classifier) are
+    left trainable in full. BatchNormalization layers are frozen whole, so
+    they run in inference mode. Setting `layer.trainable` later resets
+    the flags of all of that layer's variables, but only when the value
+    changes: a layer left trainable here needs `False`, then `True`.
+
+    Args:
+        model: a `keras.Model` or layer.
+        heads: list of layers of `model` (or their names) trained in full.
+
+    Returns:
+        `model`, changed in place; `model.trainable_weights` are the biases
+        and the heads' weights.
+
+    Example:
+
+    ```python
+    bitfit(model, heads=["classifier"])
+    model.compile(...); model.fit(...)  # only biases and the head move
+    ```
+
+    Reference:
+        Ben Zaken et al., 2022, "BitFit: Simple Parameter-efficient
+        Fine-tuning for Transformer-based Masked Language-models".
+    """
+    _check_model(model)
+    if isinstance(heads, (str, keras.layers.Layer)) or not isinstance(
+            heads, (list, tuple)):
+        raise TypeError(
+            "`heads` must be a list of layers (or layer names) of `model`. "
+            f"Received: heads={heads!r}"
+        )
+    everything = list(_sublayers(model))
+    by_name = {layer.name: layer for layer in everything}
+    full = []
+    for item in heads:
+        layer = by_name.get(item) if isinstance(item, str) else item
+        if layer is None or not any(layer is x for x in everything):
+            raise ValueError(
+                "`heads` must name layers of `model`. "
+                f"Received: heads={heads!r} ({item!r} is not in model "
+                f"{model.name!r})"
+            )
+        full.append(layer)
+    model.trainable = True
+    trained = {id(variable) for layer in full for variable in layer.weights}
+    for layer in everything:
+        if getattr(layer, "layers", None):
+            continue  # a container: its layers come next
+        if is_batchnorm(layer):
+            layer.trainable = False
+            continue
+        for variable in layer.weights:
+            if id(variable) not in trained and not is_bias(layer, variable):
+                variable.trainable = False
+    return model
