@@ -79,9 +79,11 @@ class WeightedLossModel(keras.Model):
                      training=True):
         losses = ops.stack([self.task_losses[t](y[t], y_pred[t])
                             for t in self.strategy.task_names])
+        # the protocol's order: the total with this step's weights, then
+        # update_step (RLW and FAMO move their state there)
+        total = self.strategy.combine_losses(losses)
         if training:
             self.strategy.update_step(losses)
-        total = self.strategy.combine_losses(losses)
         return total + sum(self.losses) if self.losses else total
 
 

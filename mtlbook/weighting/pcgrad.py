@@ -9,12 +9,20 @@ from .base import (
 
 
 def _mix(value):
-    """A 32-bit integer hash (Wellons' "lowbias32"): `uint32 -> uint32`."""
-    value = ops.bitwise_xor(value, ops.right_shift(value, 16))
-    value = value * ops.cast(0x7FEB352D, "uint32")
-    value = ops.bitwise_xor(value, ops.right_shift(value, 15))
-    value = value * ops.cast(0x846CA68B, "uint32")
-    return ops.bitwise_xor(value, ops.right_shift(value, 16))
+    """A 32-bit integer hash (Wellons' "lowbias32"): `uint32 -> uint32`.
+
+    Every operand is a uint32 tensor (Keras 3.9 promotes a uint32 tensor
+    and a Python int to int64).
+    """
+    value = ops.bitwise_xor(value, _shifted(value, 16))
+    value = value * ops.convert_to_tensor(0x7FEB352D, "uint32")
+    value = ops.bitwise_xor(value, _shifted(value, 15))
+    value = value * ops.convert_to_tensor(0x846CA68B, "uint32")
+    return ops.bitwise_xor(value, _shifted(value, 16))
+
+
+def _shifted(value, bits):
+    return ops.right_shift(value, ops.convert_to_tensor(bits, "uint32"))
 
 
 def _check_integer(name, value, allow_none=False):
@@ -87,7 +95,7 @@ def task_order(num_tasks, seed=None, step=0):
     keys = _mix(_mix(base) + index)
     # 24 high bits as int32 (argsort of unsigned ints is not on every backend)
     return ops.cast(
-        ops.argsort(ops.cast(ops.right_shift(keys, 8), "int32")), "int32")
+        ops.argsort(ops.cast(_shifted(keys, 8), "int32")), "int32")
 
 
 def pcgrad_weights(task_gradients, seed=None, step=0):
