@@ -106,7 +106,8 @@ JAX_TESTS := tests/test_layers.py tests/test_gradient_reversal.py \
 	tests/test_weighting.py tests/test_copyable.py tests/test_layer_harness.py \
 	tests/test_weighting_state.py tests/test_weighting_numerics.py \
 	tests/test_continual.py tests/test_distillation.py tests/test_adapter.py \
-	tests/test_lora.py
+	tests/test_lora.py tests/test_rlw_famo.py tests/test_imtl_aligned.py \
+	tests/test_nash.py tests/test_grouping.py
 .PHONY: test-jax
 test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -o addopts="-p no:cacheprovider \

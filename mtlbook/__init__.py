@@ -12,6 +12,8 @@ that a reader can copy one file into a project:
   methods and `MultiTaskModel`.
 - `mtlbook.transfer`: backbones, freezing, learning-rate groups.
 - `mtlbook.adaptation`: domain-adversarial training (DANN).
+- `mtlbook.grouping`: which tasks should share a network (inter-task
+  affinity, TAG) and choosing groups from it.
 - `mtlbook.continual`: learning a new task without forgetting the old
   (the Fisher information, Elastic Weight Consolidation).
 - `mtlbook.distillation`: soft targets and teacher annealing, several
@@ -34,7 +36,7 @@ __version__ = "0.4.0"
 _SUBMODULES = (
     "data", "tf1", "plot", "layers", "models", "weighting", "training",
     "transfer", "bench", "adaptation", "metrics", "sizes", "results",
-    "continual", "distillation",
+    "continual", "distillation", "grouping",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

@@ -35,15 +35,21 @@ SIBLINGS = {
         "ple": {"dense_stack"},
     },
     "weighting": {
-        "__init__": {"base", "cagrad", "dwa", "equal", "gradnorm", "mgda",
-                     "pcgrad", "static", "uncertainty"},
+        "__init__": {"aligned", "base", "cagrad", "dwa", "equal", "famo",
+                     "gradnorm", "imtl", "mgda", "nash", "pcgrad", "rlw",
+                     "static", "uncertainty"},
+        "aligned": {"base"},
         "base": set(),
         "cagrad": {"base"},
         "dwa": {"base"},
         "equal": {"base"},
+        "famo": {"base"},
         "gradnorm": {"base"},
+        "imtl": {"base"},
         "mgda": {"base"},
+        "nash": {"base"},
         "pcgrad": {"base"},
+        "rlw": {"base"},
         "static": {"base"},
         "uncertainty": {"base"},
     },
@@ -99,6 +105,22 @@ SMOKE = {
         "    assert a.shape[0] == b.shape[0] == 4"
     ),
     "weighting/__init__": "assert {'PCGrad', 'Strategy'} <= set(__all__)",
+    "weighting/aligned": (
+        "close(aligned_mtl([[1.0, 0.0], [0.0, 2.0]]), [0.5, 0.5])"
+    ),
+    "weighting/famo": (
+        "close(famo_weights([0.0, 0.0], [1.0, 3.0]), [0.75, 0.25])"
+    ),
+    "weighting/rlw": (
+        "close(ops.sum(random_loss_weights(3, seed=0, step=7)), 3.0)"
+    ),
+    "weighting/imtl": (
+        "close(imtl_weights([[1.0, 0.0], [0.0, 2.0]]), [2 / 3, 1 / 3])"
+    ),
+    "weighting/nash": (
+        "close(nash_mtl([[1.0, 0.0], [0.0, 2.0]], max_norm=0.0, ridge=0.0),"
+        " [1.0, 1.0])"
+    ),
     "weighting/base": (
         "assert check_task_gradients([[1.0, 0.0], [0.0, 1.0]]).shape"
         " == (2, 2)"

@@ -780,6 +780,395 @@ def _weighting_probes():
 _weighting_probes()
 
 
+def _rlw_famo_probes():
+    def strategy(name, **kw):
+        return getattr(_weighting(), name)(**kw)
+
+    def built(name, tasks=("a", "b"), **kw):
+        instance = strategy(name, **kw)
+        instance.set_tasks(list(tasks))
+        return instance
+
+    def rlw(**kw):
+        return _weighting().random_loss_weights(**kw)
+
+    def draw(**kw):
+        return _weighting().standard_normal_draw(**kw)
+
+    def famo(**kw):
+        return _weighting().famo_weights(**kw)
+
+    def famo_gradient(**kw):
+        return _weighting().famo_logit_gradient(**kw)
+
+    seeds = (1.5, "0", True, None, -1, 2 ** 32)
+    steps = (-1, 1.5, True, "2", None, np.ones(2, "int32"))
+    for name, file in (("RandomLossWeighting", "rlw.py"),
+                       ("FAMO", "famo.py")):
+        PROBES.extend(generated(
+            name, W + file, functools.partial(strategy, name), {},
+            {"num_tasks": "int_ge1_optional"}))
+    PROBES.extend(generated(
+        "RandomLossWeighting", W + "rlw.py",
+        functools.partial(strategy, "RandomLossWeighting"), {},
+        {"seed": seeds}))
+    PROBES.extend(generated(
+        "FAMO", W + "famo.py", functools.partial(strategy, "FAMO"), {},
+        {"learning_rate": "positive_float", "weight_decay": "float_ge0",
+         "epsilon": "float_ge0"}))
+    for prefix, function in (("random_loss_weights", rlw),
+                             ("standard_normal_draw", draw)):
+        PROBES.extend(generated(
+            prefix, W + "rlw.py", function,
+            {"num_tasks": 2, "seed": 0, "step": 0},
+            {"num_tasks": "positive_int", "seed": seeds, "step": steps}))
+    add("random_loss_weights-docstring-example",
+        lambda: rlw(num_tasks=2, seed=0, step=0),
+        correct(lambda w: on_simplex(w, 2.0)), W + "rlw.py")
+    add("random_loss_weights-one-task",
+        lambda: rlw(num_tasks=1, seed=0, step=0),
+        correct(lambda w: close(w, [1.0])), W + "rlw.py")
+    add("random_loss_weights-tensor-step",
+        lambda: rlw(num_tasks=3, seed=1,
+                    step=keras.ops.convert_to_tensor(5, "int32")),
+        correct(lambda w: close(w, rlw(num_tasks=3, seed=1, step=5))),
+        W + "rlw.py")
+    add("standard_normal_draw-step-2**40",
+        lambda: draw(num_tasks=4, seed=0, step=2 ** 40),
+        correct(finite), W + "rlw.py")
+    add("RandomLossWeighting.combine_losses-3-losses-for-2-tasks",
+        lambda: built("RandomLossWeighting").combine_losses(
+            keras.ops.convert_to_tensor([1.0, 2.0, 3.0])),
+        error("task_losses", show_value=False), W + "base.py")
+    add("RandomLossWeighting.update_step-1-loss-for-2-tasks",
+        lambda: built("RandomLossWeighting").update_step([1.0]),
+        error("task_losses", show_value=False), W + "base.py")
+    add("RandomLossWeighting.combine_losses-before-set_tasks",
+        lambda: strategy("RandomLossWeighting").combine_losses([1.0, 1.0]),
+        error("num_tasks", "None"), W + "rlw.py")
+
+    base = {"logits": [0.0, 0.0], "task_losses": [1.0, 3.0]}
+    PROBES.extend(generated("famo_weights", W + "famo.py", famo, base,
+                            {"epsilon": "float_ge0"}))
+    add("famo_weights-docstring-example",
+        lambda: famo(logits=[0.0, 0.0], task_losses=[1.0, 3.0]),
+        correct(lambda w: close(w, [0.75, 0.25])), W + "famo.py")
+    add("famo_weights-length-mismatch",
+        lambda: famo(logits=[0.0, 0.0], task_losses=[1.0, 1.0, 1.0]),
+        error("task_losses", "(3,)"), W + "famo.py")
+    add("famo_weights-logits-2d",
+        lambda: famo(logits=[[0.0, 0.0]], task_losses=[1.0, 1.0]),
+        error("logits", "(1, 2)"), W + "famo.py")
+    add("famo_weights-zero-loss",
+        lambda: famo(logits=[0.0, 0.0], task_losses=[0.0, 1.0]),
+        correct(lambda w: on_simplex(w, 1.0)), W + "famo.py")
+    add("famo_weights-extreme-losses",
+        lambda: famo(logits=[0.0, 0.0], task_losses=[1e-30, 1e30],
+                     epsilon=0.0),
+        correct(lambda w: close(w, [1.0, 0.0])), W + "famo.py")
+    add("famo_weights-nan-loss",
+        lambda: famo(logits=[0.0, 0.0], task_losses=[NAN, 1.0]),
+        correct(lambda w: bool(np.all(np.isnan(numpy(w)))),
+                also_clear="task_losses"), W + "famo.py")
+    base = {"logits": [0.0, 0.0], "previous_losses": [1.0, 1.0],
+            "task_losses": [0.5, 1.0]}
+    PROBES.extend(generated(
+        "famo_logit_gradient", W + "famo.py", famo_gradient, base,
+        {"weight_decay": "float_ge0", "epsilon": "float_ge0"}))
+    add("famo_logit_gradient-docstring-example",
+        lambda: famo_gradient(**base),
+        correct(lambda g: close(g, [math.log(2) / 4, -math.log(2) / 4])),
+        W + "famo.py")
+    add("famo_logit_gradient-length-mismatch",
+        lambda: famo_gradient(**{**base, "previous_losses": [1.0]}),
+        error("previous_losses", "(1,)"), W + "famo.py")
+
+    def famo_steps(losses_per_step):
+        instance = built("FAMO")
+        for losses in losses_per_step:
+            instance.update_step(keras.ops.convert_to_tensor(losses))
+        return instance.task_weights()
+
+    add("FAMO.update_step-nan-loss",
+        lambda: famo_steps([[1.0, 2.0], [NAN, 1.0], [0.5, 1.5]]),
+        correct(lambda w: on_simplex(w, 1.0), also_clear="task_losses"),
+        W + "famo.py")
+    add("FAMO.update_step-zero-losses",
+        lambda: famo_steps([[1.0, 2.0], [0.0, 0.0]]),
+        correct(lambda w: on_simplex(w, 1.0)), W + "famo.py")
+    add("FAMO.update_step-3-losses-for-2-tasks",
+        lambda: famo_steps([[1.0, 2.0, 3.0]]),
+        error("task_losses", "(3,)"), W + "famo.py")
+    add("FAMO.combine_losses-1-loss-for-2-tasks",
+        lambda: built("FAMO").combine_losses(
+            keras.ops.convert_to_tensor([1.0])),
+        error("task_losses", show_value=False), W + "base.py")
+    add("FAMO.combine_losses-value",
+        lambda: built("FAMO").combine_losses(
+            keras.ops.convert_to_tensor([1.0, 3.0])),
+        correct(lambda t: close(t, 1.5)), W + "famo.py")
+
+
+_rlw_famo_probes()
+
+
+def _nash_probes():
+    file = W + "nash.py"
+
+    def nash(*args, **kwargs):
+        return _weighting().nash_mtl(*args, **kwargs)
+
+    def nash_weights(*args, **kwargs):
+        return _weighting().nash_mtl_weights(*args, **kwargs)
+
+    def fixed_point(weights, gradients, ridge=1e-4):
+        """`alpha_i ((G G^T + ridge diag |g_i|^2) alpha)_i`, all ones."""
+        matrix = gradients @ gradients.T + ridge * np.diag(
+            np.sum(gradients ** 2, axis=1))
+        return numpy(weights) * (matrix @ numpy(weights))
+
+    add("nash_mtl_weights-docstring-example",
+        lambda: nash_weights([[1.0, 0.0], [0.0, 2.0]]),
+        correct(lambda w: close(w, [1.0, 0.5], rtol=1e-3)), file)
+    add("nash_mtl-docstring-example",
+        lambda: nash([[1.0, 0.0], [0.0, 2.0]], max_norm=0.0),
+        correct(lambda d: close(d, [1.0, 1.0], rtol=1e-3)), file)
+    add("nash_mtl_weights-T3-fixed-point", lambda: nash_weights(G3),
+        correct(lambda w: close(fixed_point(w, G3), np.ones(3))), file)
+    add("nash_mtl-T3-clipped-to-max-norm", lambda: nash(G3, max_norm=1.0),
+        correct(lambda d: abs(np.linalg.norm(numpy(d)) - 1.0) < 1e-5), file)
+    add("NashMTL-T3-is-nash_mtl",
+        lambda: _weighting().NashMTL()(G3, step=0),
+        correct(lambda d: close(d, nash(G3))), file)
+
+    # degenerate gradients: zeros, a zero row, opposite, one task
+    zeros3 = np.zeros((3, 4))
+    zero_row3 = np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]])
+    opposite = np.array([[1.0, 2.0], [-1.0, -2.0]])
+    add("nash_mtl-all-zero", lambda: nash(zeros3),
+        correct(lambda d: close(d, np.zeros(4))), file)
+    add("nash_mtl_weights-all-zero", lambda: nash_weights(zeros3),
+        correct(lambda w: close(w, np.zeros(3))), file)
+    add("nash_mtl_weights-zero-row", lambda: nash_weights(zero_row3),
+        correct(lambda w: numpy(w)[0] == 0.0 and close(
+            numpy(w)[1:], nash_weights(zero_row3[1:]))), file)
+    add("nash_mtl-opposite-is-zero", lambda: nash(opposite),
+        correct(lambda d: close(d, [0.0, 0.0], atol=1e-4)), file)
+    add("nash_mtl_weights-opposite-finite", lambda: nash_weights(opposite),
+        correct(finite), file)
+    add("nash_mtl-T1", lambda: nash([[3.0, -4.0]], max_norm=0.0),
+        correct(lambda d: close(d, [0.6, -0.8])), file)
+
+    # scale: the update is invariant, the weights scale as 1 / scale
+    for scale in (1e-30, 1e30):
+        for label, gradients in (("T2", G2), ("T3", G3)):
+            add(f"nash_mtl-scale-{scale:g}-{label}",
+                lambda s=scale, g=gradients: nash(g * s),
+                correct(lambda d, g=gradients: close(d, nash(g)),
+                        also_clear="task_gradients"), file)
+            add(f"nash_mtl_weights-scale-{scale:g}-{label}",
+                lambda s=scale, g=gradients: numpy(nash_weights(g * s)) * s,
+                correct(lambda w, g=gradients: close(w, nash_weights(g)),
+                        also_clear="task_gradients"), file)
+    for label, function in (("nash_mtl", nash),
+                            ("nash_mtl_weights", nash_weights)):
+        add(f"{label}-float16",
+            lambda f=function: f(G3.astype("float16")),
+            correct(lambda r, f=function: close(r, f(G3), rtol=2e-3,
+                                                atol=2e-3)), file)
+        add(f"{label}-rank-1", lambda f=function: f([1.0, 2.0]),
+            error("task_gradients", "(2,)"), file)
+        add(f"{label}-rank-3", lambda f=function: f(np.ones((2, 2, 2))),
+            error("task_gradients", "(2, 2, 2)"), file)
+        add(f"{label}-no-tasks", lambda f=function: f(np.zeros((0, 3))),
+            error("task_gradients", "(0, 3)"), file)
+        add(f"{label}-strings", lambda f=function: f([["a", "b"]]),
+            error("task_gradients", show_value=False), file)
+    # a non-finite gradient gives a non-finite update
+    for name, update in (("nash_mtl", nash),
+                         ("NashMTL", lambda g: _weighting().NashMTL()(g))):
+        for bad_name, bad in (("nan", NAN), ("inf", INF)):
+            gradients = G3.copy()
+            gradients[1, 0] = bad
+            add(f"{name}-{bad_name}-gradient",
+                lambda f=update, g=gradients: f(g),
+                correct(not_finite, also_clear="task_gradients"), file)
+
+    # hyper-parameters
+    PROBES.extend(generated(
+        "nash_mtl", file, nash, {"task_gradients": G3},
+        {"max_norm": "float_ge0", "ridge": "float_ge0",
+         "iterations": "positive_int"}))
+    PROBES.extend(generated(
+        "nash_mtl_weights", file, nash_weights, {"task_gradients": G3},
+        {"ridge": "float_ge0", "iterations": "positive_int"}))
+    PROBES.extend(generated(
+        "NashMTL", file, lambda **kw: _weighting().NashMTL(**kw), {},
+        {"num_tasks": "int_ge1_optional", "max_norm": "float_ge0",
+         "update_weights_every": "positive_int", "ridge": "float_ge0",
+         "iterations": "positive_int"}))
+
+
+_nash_probes()
+
+
+def _imtl_aligned_probes():
+    """IMTL-G (imtl.py) and Aligned-MTL (aligned.py)."""
+    def weighting(name):
+        return lambda *args, **kw: getattr(_weighting(), name)(*args, **kw)
+
+    imtl_weights, imtl_g = weighting("imtl_weights"), weighting("imtl_g")
+    aligned_weights = weighting("aligned_mtl_weights")
+    aligned = weighting("aligned_mtl")
+    hand = np.array([[1.0, 0.0], [0.0, 2.0]])
+
+    def imtl_reference(gradients):
+        """The paper's closed form, `alpha_{2:T} = g_1 U^T (D U^T)^-1`."""
+        g = np.asarray(gradients, "float64")
+        u = g / np.linalg.norm(g, axis=1, keepdims=True)
+        rest = g[0] @ (u[0] - u[1:]).T @ np.linalg.inv(
+            (g[0] - g[1:]) @ (u[0] - u[1:]).T)
+        return np.concatenate([[1.0 - rest.sum()], rest])
+
+    def aligned_reference(gradients):
+        """`sigma U S^-1 U^T w` from the SVD `G = U S W^T`, `w = 1/T`."""
+        left, singular, _ = np.linalg.svd(np.asarray(gradients, "float64"),
+                                          full_matrices=False)
+        weights = np.full(len(gradients), 1.0 / len(gradients))
+        return left @ (singular.min() / singular * (left.T @ weights))
+
+    def equal_projections(update, gradients):
+        g = np.asarray(gradients, "float64")
+        projections = g @ numpy(update) / np.linalg.norm(g, axis=1)
+        return finite(update) and np.allclose(projections, projections[0],
+                                              rtol=1e-4)
+
+    # documented examples and independent references
+    add("imtl_weights-docstring-example", lambda: imtl_weights(hand),
+        correct(lambda w: close(w, [2 / 3, 1 / 3])), W + "imtl.py")
+    add("imtl_g-docstring-example", lambda: imtl_g(hand),
+        correct(lambda d: close(d, [2 / 3, 2 / 3])), W + "imtl.py")
+    add("imtl_weights-T3-paper-closed-form", lambda: imtl_weights(G3),
+        correct(lambda w: close(w, imtl_reference(G3), atol=1e-5)),
+        W + "imtl.py")
+    add("imtl_g-T3-equal-projections", lambda: imtl_g(G3),
+        correct(lambda d: equal_projections(d, G3)), W + "imtl.py")
+    add("aligned_mtl_weights-docstring-example",
+        lambda: aligned_weights(hand),
+        correct(lambda w: close(w, [0.5, 0.25])), W + "aligned.py")
+    add("aligned_mtl-docstring-example", lambda: aligned(hand),
+        correct(lambda d: close(d, [0.5, 0.5])), W + "aligned.py")
+    add("aligned_mtl_weights-T3-svd", lambda: aligned_weights(G3),
+        correct(lambda w: close(w, aligned_reference(G3), atol=1e-5)),
+        W + "aligned.py")
+
+    # degenerate gradients: zeros, a zero row, duplicated, opposite, one task
+    zeros3 = np.zeros((3, 4))
+    zero_row3 = np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]])
+    g = np.array([1.0, 2.0, -2.0])
+    add("imtl_weights-all-zero", lambda: imtl_weights(zeros3),
+        correct(lambda w: close(w, np.full(3, 1 / 3))), W + "imtl.py")
+    add("imtl_g-all-zero", lambda: imtl_g(zeros3),
+        correct(lambda d: close(d, np.zeros(4))), W + "imtl.py")
+    add("imtl_weights-zero-row", lambda: imtl_weights(zero_row3),
+        correct(lambda w: close(w, [0.0, *numpy(imtl_weights(
+            zero_row3[1:]))])), W + "imtl.py")
+    add("imtl_weights-duplicated", lambda: imtl_weights(np.stack([g, g])),
+        correct(lambda w: close(w, [0.5, 0.5])), W + "imtl.py")
+    add("imtl_g-opposite", lambda: imtl_g(np.stack([g, -2 * g])),
+        correct(lambda d: close(d, np.zeros(3), atol=1e-5)), W + "imtl.py")
+    add("imtl_g-T1", lambda: imtl_g([[1.0, 2.0]]),
+        correct(lambda d: close(d, [1.0, 2.0])), W + "imtl.py")
+    add("aligned_mtl_weights-all-zero", lambda: aligned_weights(zeros3),
+        correct(lambda w: close(w, np.zeros(3))), W + "aligned.py")
+    add("aligned_mtl-zero-row", lambda: aligned_weights(zero_row3),
+        correct(lambda w: finite(w) and numpy(w)[0] == 0.0),
+        W + "aligned.py")
+    add("aligned_mtl-duplicated", lambda: aligned(np.stack([g, g])),
+        correct(lambda d: close(d, g)), W + "aligned.py")
+    add("aligned_mtl-opposite", lambda: aligned(np.stack([g, -g])),
+        correct(lambda d: close(d, np.zeros(3))), W + "aligned.py")
+    add("aligned_mtl-T1", lambda: aligned([[1.0, 2.0]]),
+        correct(lambda d: close(d, [1.0, 2.0])), W + "aligned.py")
+
+    # scale, float16, non-finite gradients, bad gradients
+    for label, function, file in (("imtl_g", imtl_g, "imtl.py"),
+                                  ("aligned_mtl", aligned, "aligned.py")):
+        for scale in (1e-30, 1e30):
+            add(f"{label}-scale-{scale:g}-T3",
+                lambda f=function, s=scale: numpy(f(G3 * s)) / s,
+                correct(lambda d, f=function: close(d, f(G3))), W + file)
+        add(f"{label}-float16", lambda f=function: f(G3.astype("float16")),
+            correct(lambda r, f=function: close(r, f(G3), rtol=2e-3,
+                                                atol=2e-3)), W + file)
+        for bad_name, bad in (("nan", NAN), ("inf", INF)):
+            gradients = G3.copy()
+            gradients[1, 0] = bad
+            add(f"{label}-{bad_name}-gradient",
+                lambda f=function, b=gradients: f(b),
+                correct(not_finite, also_clear="task_gradients"), W + file)
+        add(f"{label}-rank-1", lambda f=function: f([1.0, 2.0]),
+            error("task_gradients", "(2,)"), W + file)
+        add(f"{label}-no-tasks", lambda f=function: f(np.zeros((0, 3))),
+            error("task_gradients", "(0, 3)"), W + file)
+        add(f"{label}-strings", lambda f=function: f([["a", "b"]]),
+            error("task_gradients", show_value=False), W + file)
+    add("imtl_weights-rank-3", lambda: imtl_weights(np.ones((2, 2, 2))),
+        error("task_gradients", "(2, 2, 2)"), W + "imtl.py")
+    add("aligned_mtl_weights-rank-3",
+        lambda: aligned_weights(np.ones((2, 2, 2))),
+        error("task_gradients", "(2, 2, 2)"), W + "aligned.py")
+
+    # hyper-parameters
+    bad_task_weights = ((NAN, 1.0), (INF, 1.0), (True, 1.0), ("1", 1.0),
+                        (), 2.0, True, "ab", (1.0, 2.0, 3.0))
+    for name, function in (("aligned_mtl", aligned),
+                           ("aligned_mtl_weights", aligned_weights)):
+        PROBES.extend(generated(
+            name, W + "aligned.py", function, {"task_gradients": G3[:2]},
+            {"task_weights": bad_task_weights,
+             "scale_mode": ("max", "", None, 1, "MIN")}))
+    for name, extra, file in (("IMTLG", {}, "imtl.py"),
+                              ("AlignedMTL", {}, "aligned.py")):
+        PROBES.extend(generated(
+            name, W + file, lambda n=name, **kw: getattr(_weighting(), n)(
+                **kw), extra, {"num_tasks": "int_ge1_optional"}))
+    PROBES.extend(generated(
+        "AlignedMTL", W + "aligned.py",
+        lambda **kw: _weighting().AlignedMTL(**kw), {},
+        {"task_weights": bad_task_weights[:-1],
+         "scale_mode": ("max", "", None, 1, "MIN")}))
+
+    def built(name, tasks=("a", "b"), **kw):
+        instance = getattr(_weighting(), name)(**kw)
+        instance.set_tasks(list(tasks))
+        return instance
+
+    add("AlignedMTL-task_weights-2-for-3-tasks",
+        lambda: built("AlignedMTL", tasks=("a", "b", "c"),
+                      task_weights=[1.0, 2.0]),
+        error("task_weights", "[1.0, 2.0]"), W + "aligned.py")
+    for name, file in (("IMTLG", "imtl.py"), ("AlignedMTL", "aligned.py")):
+        add(f"{name}.combine_gradients-3-rows-for-2-tasks",
+            lambda n=name: built(n).combine_gradients(np.ones((3, 2))),
+            error("task_gradients", "(3, 2)"), W + "base.py")
+        add(f"{name}-call-T3-zero-gradients",
+            lambda n=name: built(n, tasks=("a", "b", "c"))(zeros3),
+            correct(lambda d: close(d, np.zeros(4))), W + file)
+    add("IMTLG.combine_gradients-update",
+        lambda: built("IMTLG").combine_gradients(CONFLICT),
+        correct(lambda d: close(d, 2 * numpy(imtl_g(CONFLICT)))),
+        W + "imtl.py")
+    add("AlignedMTL.combine_gradients-update",
+        lambda: built("AlignedMTL", task_weights=[1.0, 0.5])
+        .combine_gradients(CONFLICT),
+        correct(lambda d: close(d, aligned(CONFLICT, [1.0, 0.5]))),
+        W + "aligned.py")
+
+
+_imtl_aligned_probes()
+
+
 # ================================================================= layers
 L = "mtlbook/layers/"
 
@@ -2339,6 +2728,116 @@ def _continual_probes():
 _continual_probes()
 
 
+# =============================================================== grouping
+GR = "mtlbook/grouping.py"
+
+
+def _grouping():
+    import mtlbook.grouping as grouping
+
+    return grouping
+
+
+def _grouping_probes():
+    affinity4 = np.full((4, 4), -0.1)
+    affinity4[0, 1] = affinity4[1, 0] = 0.3
+    affinity4[2, 3] = affinity4[3, 2] = 0.2
+
+    def select(**kw):
+        base = {"affinity": affinity4, "max_groups": 2}
+        return _grouping().select_groups(**{**base, **kw})
+
+    def score(**kw):
+        base = {"affinity": affinity4, "groups": [(0, 1), (2, 3)]}
+        return _grouping().group_score(**{**base, **kw})
+
+    def one_variable():
+        import tensorflow as tf
+
+        return tf.Variable([2.0])
+
+    def lookahead(**kw):
+        import tensorflow as tf
+
+        w = kw.pop("w", None) or one_variable()
+        base = {"task_losses": lambda: tf.stack([(w[0] - 1.0) ** 2,
+                                                 (w[0] + 1.0) ** 2]),
+                "shared_variables": [w], "learning_rate": 0.1}
+        return _grouping().lookahead_affinity(**{**base, **kw})
+
+    def by_hand():  # L0 = (w-1)^2, L1 = (w+1)^2 at w = 2, lr = 0.1
+        gradients = (2.0, 6.0)
+        losses = ((lambda w: (w - 1) ** 2), (lambda w: (w + 1) ** 2))
+        return [[1 - losses[j](2.0 - 0.1 * g) / losses[j](2.0)
+                 for j in range(2)] for g in gradients]
+
+    x8 = np.zeros((8, 2), "float32")
+    y8 = {"a": np.zeros(8, "float32"), "b": np.zeros(8, "float32")}
+
+    def recorder(**kw):
+        base = {"x": x8, "y": y8}
+        return _grouping().InterTaskAffinity(**{**base, **kw})
+
+    add("select_groups-planted-pairs", lambda: select(tasks="abcd"),
+        correct(lambda v: v[0] == (("a", "b"), ("c", "d"))
+                and abs(v[1] - 1.0) < 1e-9), GR)
+    add("select_groups-negative-all-alone",
+        lambda: select(affinity=-np.ones((3, 3)), max_groups=3),
+        correct(lambda v: v == (((0,), (1,), (2,)), 0.0)), GR)
+    PROBES.extend(generated("select_groups", GR, select, {},
+                            {"max_groups": (0, 5, 1.5, True, "2", None)}))
+    for label, value in (("nan", affinity4 * NAN), ("1d", np.ones(4)),
+                         ("not-square", np.ones((3, 4))),
+                         ("1x1", np.ones((1, 1))),
+                         ("11x11", np.zeros((11, 11))), ("str", "z"),
+                         ("None", None)):
+        add(f"select_groups-affinity-{label}",
+            lambda v=value: select(affinity=v),
+            error("affinity", value=value), GR)
+    add("select_groups-tasks-wrong-length", lambda: select(tasks="abc"),
+        error("tasks", value="abc"), GR)
+    add("group_score-by-hand", lambda: score(),
+        correct(lambda v: abs(v - 1.0) < 1e-9), GR)
+    add("group_score-groups-overlap",
+        lambda: score(groups=[(0, 1), (1, 2)]),
+        error("groups", show_value=False), GR)
+    add("group_score-groups-out-of-range", lambda: score(groups=[(0, 7)]),
+        error("groups", show_value=False), GR)
+
+    add("lookahead_affinity-by-hand", lambda: lookahead(),
+        correct(lambda v: close(v, by_hand(), rtol=1e-5)), GR, True)
+    add("lookahead_affinity-restores-weights",
+        lambda: (lambda w: (lookahead(w=w), w.numpy())[1])(one_variable()),
+        correct(lambda v: close(v, [2.0])), GR, True)
+    PROBES.extend(generated("lookahead_affinity", GR, lookahead, {},
+                            {"learning_rate": "positive_float"}, True))
+    add("lookahead_affinity-task_losses-not-callable",
+        lambda: lookahead(task_losses=3.0),
+        error("task_losses", value=3.0), GR, True)
+    for label, value in (("empty", []), ("floats", [1.0]), ("None", None)):
+        add(f"lookahead_affinity-shared_variables-{label}",
+            lambda v=value: lookahead(shared_variables=v),
+            error("shared_variables", value=value), GR, True)
+
+    add("InterTaskAffinity-no-records",
+        lambda: recorder().affinity, error("fit", "0 records"), GR, True)
+    PROBES.extend(generated("InterTaskAffinity", GR, recorder, {},
+                            {"every": "positive_int",
+                             "batch_size": (0, -1, 1.5, True, "2"),
+                             "learning_rate": (0.0, -1.0, NAN, INF, True,
+                                               "1")}, True))
+    add("InterTaskAffinity-y-list", lambda: recorder(y=[y8["a"]]),
+        error("y", "list"), GR, True)
+    add("InterTaskAffinity-rows-mismatch", lambda: recorder(x=x8[:4]),
+        error(("x", "y"), show_value=False), GR, True)
+    add("InterTaskAffinity-losses-missing-task",
+        lambda: recorder(losses={"a": "mse"}),
+        error("losses", show_value=False), GR, True)
+
+
+_grouping_probes()
+
+
 def _check_ids():
     ids = [probe.id for probe in PROBES]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -2406,7 +2905,7 @@ if __name__ == "__main__":
 # ------------------------------------------------------------- coverage
 PROBED_MODULES = ("layers", "weighting", "training", "transfer",
                   "adaptation", "data", "models", "metrics", "plot",
-                  "results", "continual", "distillation")
+                  "results", "continual", "distillation", "grouping")
 
 
 def public_names(module_name):

@@ -17,7 +17,8 @@ from keras import ops
 from mtlbook.training import MultiTaskModel, task_gradient_matrix
 from test_training import make_data  # the same two-task data
 from mtlbook.weighting import (
-    CAGrad, MGDA, DynamicWeightAverage, EqualWeighting, GradNorm, PCGrad,
+    CAGrad, FAMO, IMTLG, MGDA, AlignedMTL, NashMTL, RandomLossWeighting,
+    DynamicWeightAverage, EqualWeighting, GradNorm, PCGrad,
     StaticWeighting, Strategy, UncertaintyWeighting, UpdateEpoch,
     flatten_gradients, unflatten_gradients,
 )
@@ -32,6 +33,11 @@ FACTORIES = {
     "pcgrad": lambda: PCGrad(seed=1),
     "mgda": MGDA,
     "cagrad": CAGrad,
+    "imtl": IMTLG,
+    "nash_mtl": lambda: NashMTL(update_weights_every=2),
+    "aligned": AlignedMTL,
+    "rlw": lambda: RandomLossWeighting(seed=3),
+    "famo": lambda: FAMO(learning_rate=0.1),
 }
 EPOCHS, BATCH = 3, 16
 

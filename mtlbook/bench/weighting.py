@@ -56,6 +56,13 @@ def strategy_factories():
             seed=0, num_tasks=num_tasks),
         "mgda": lambda num_tasks: weighting.MGDA(num_tasks=num_tasks),
         "cagrad": lambda num_tasks: weighting.CAGrad(num_tasks=num_tasks),
+        "imtl": lambda num_tasks: weighting.IMTLG(num_tasks=num_tasks),
+        "nash_mtl": lambda num_tasks: weighting.NashMTL(num_tasks=num_tasks),
+        "aligned": lambda num_tasks: weighting.AlignedMTL(
+            num_tasks=num_tasks),
+        "rlw": lambda num_tasks: weighting.RandomLossWeighting(
+            seed=0, num_tasks=num_tasks),
+        "famo": lambda num_tasks: weighting.FAMO(num_tasks=num_tasks),
     }
 
 
