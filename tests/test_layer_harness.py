@@ -53,7 +53,7 @@ CASES = {
     PLE: ({"num_tasks": 2, "num_levels": 2, "expert_units": [4]}, (2, 5),
           [(2, 4)] * 2, (3 * 2 + 3 * 2) + (3 * 2 + 2 * 2), 0),
     GradientReversal: ({"lambda_": 0.5}, (2, 5), (2, 5), 0, 1),
-    Adapter: ({"bottleneck": 2}, (2, 5), (2, 5), 4, 0),
+    Adapter: ({"bottleneck": 2, "activation": "gelu"}, (2, 5), (2, 5), 4, 0),
 }
 
 
